@@ -1,0 +1,29 @@
+# traitflow: trait vectors through a language model, token by token and layer by layer.
+# Stages live in rules/*.smk; path helpers and config parsing in rules/common.smk.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/model.smk"
+include: "rules/extract.smk"
+include: "rules/generate.smk"
+include: "rules/capture.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets(),
+
+
+onsuccess:
+    print_summary(failed=False)
+
+
+onerror:
+    print_summary(failed=True)

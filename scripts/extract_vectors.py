@@ -1,0 +1,34 @@
+"""Extract mean_diff and probe vectors at every layer for one trait."""
+
+import logging
+
+from traitflow.scripting import run_script
+
+
+def main(smk):
+    from traitflow import extract
+    from traitflow.formats import save_json, save_pt
+    from traitflow.modeling import load_model, load_tokenizer
+    from traitflow.vectors import metadata_path
+
+    pos_texts = extract.read_examples(smk.input.positive)
+    neg_texts = extract.read_examples(smk.input.negative)
+    model = load_model(smk.params.model_path, smk.config["capture"]["device"], smk.params.dtype, eager=False)
+    tokenizer = load_tokenizer(smk.params.model_path)
+    pos = extract.example_features(model, tokenizer, pos_texts)  # [n_pos, layers, d]
+    neg = extract.example_features(model, tokenizer, neg_texts)
+    wanted = set(smk.output)
+    for layer in range(pos.shape[1]):
+        vectors = {"mean_diff": (extract.mean_diff(pos[:, layer], neg[:, layer]), None),
+                   "probe": extract.probe(pos[:, layer], neg[:, layer])}
+        for method, (vec, acc) in vectors.items():
+            path = next(p for p in wanted if p.endswith(f"/{method}_layer{layer}.pt"))
+            save_pt(vec.contiguous(), path)
+            save_json({"trait": smk.wildcards.trait, "method": method, "layer": layer,
+                       "model": smk.params.model, "n_positive": len(pos_texts), "n_negative": len(neg_texts),
+                       "norm": float(vec.norm()), "train_accuracy": acc,
+                       "features": "token-mean residual_out"}, metadata_path(path), indent=1)
+        logging.info("layer %d extracted", layer)
+
+
+run_script(snakemake, main)  # noqa: F821

@@ -1,0 +1,94 @@
+"""Trait vectors on disk: naming, discovery, method auto-detection and safe loading.
+
+A trait's vectors live in experiments/{exp}/{trait}/extraction/vectors/ as
+{method}_layer{L}.pt (or .safetensors), each a 1-D float tensor, with an
+optional {method}_layer{L}_metadata.json beside it.
+"""
+
+import json
+import os
+import re
+
+from .errors import TraitflowError
+
+# Auto-detection order, as in the original scripts.
+METHODS = ("probe", "mean_diff", "ica", "gradient")
+EXTRACTED_METHODS = ("mean_diff", "probe")  # what our extraction rule computes
+_NAME = re.compile(r"^(?P<method>[A-Za-z0-9_]+?)_layer(?P<layer>\d+)\.(?P<ext>pt|safetensors)$")
+
+
+def vector_filename(method, layer, ext="pt"):
+    return f"{method}_layer{layer}.{ext}"
+
+
+def metadata_path(vector_path):
+    return re.sub(r"\.(pt|safetensors)$", "_metadata.json", vector_path)
+
+
+def list_vectors(directory):
+    """{(method, layer): path} for every vector file in a directory."""
+    found = {}
+    if os.path.isdir(directory):
+        for name in sorted(os.listdir(directory)):
+            m = _NAME.match(name)
+            if m:
+                found[(m["method"], int(m["layer"]))] = os.path.join(directory, name)
+    return found
+
+
+def choose_vector(available, method, layer, where):
+    """Pick (method, layer) from what exists; 'auto' takes the first of METHODS present."""
+    methods = METHODS if method == "auto" else (method,)
+    for m in methods:
+        if (m, layer) in available:
+            return m, available[(m, layer)]
+    have = ", ".join(f"{m}@{l}" for m, l in sorted(available)) or "none"
+    raise TraitflowError(where, f"no vector for method={method} layer={layer} (available: {have})",
+                         "set vector.method / vector.layer to one that exists, or add extraction examples")
+
+
+def load_vector(path, d_model=None):
+    """A 1-D float32 tensor, checked for shape, finiteness and a non-zero norm."""
+    import torch
+
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+        tensors = load_file(path)
+        if len(tensors) != 1:
+            raise TraitflowError(path, f"expected one tensor, found {sorted(tensors)}",
+                                 "save the vector alone in the file")
+        vec = next(iter(tensors.values()))
+    else:
+        from .formats import load_pt
+        vec = load_pt(path)
+        if isinstance(vec, dict) and len(vec) == 1:
+            vec = next(iter(vec.values()))
+    if not isinstance(vec, torch.Tensor):
+        raise TraitflowError(path, f"holds a {type(vec).__name__}, not a tensor", "save a 1-D tensor")
+    vec = vec.detach().float().squeeze()
+    if vec.dim() != 1:
+        raise TraitflowError(path, f"vector has shape {list(vec.shape)}, expected 1-D", "save a 1-D tensor")
+    if d_model is not None and vec.numel() != d_model:
+        raise TraitflowError(path, f"vector has {vec.numel()} entries but the model's hidden size is {d_model}",
+                             "use a vector extracted from this model")
+    if not torch.isfinite(vec).all():
+        raise TraitflowError(path, "vector contains NaN or infinite values", "re-extract the vector")
+    if vec.norm() == 0:
+        raise TraitflowError(path, "vector is all zeros (no direction to project on)", "re-extract the vector")
+    return vec
+
+
+def read_metadata(vector_path):
+    path = metadata_path(vector_path)
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def check_vector_model(vector_path, model, allow_mismatch):
+    """The original required the same model for extraction and inference: refuse a mismatch."""
+    named = read_metadata(vector_path).get("model")
+    if named and named != model and not allow_mismatch:
+        raise TraitflowError(vector_path, f"vector was extracted from '{named}', not '{model}'",
+                             "extract it from this model, or set vector.allow_model_mismatch: true")
