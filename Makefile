@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint clean view browser-deps bench bench-full cluster-deps slurm-deps
 
 # torch first, pinned to the CPU build on this disk (a range would pull CUDA wheels),
 # then everything else; the package itself is installed editable.
@@ -18,12 +18,46 @@ $(VENV)/.installed: requirements.txt requirements-test.txt pyproject.toml
 demo: $(VENV)/.installed
 	$(BIN)/snakemake --cores all
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed browser-deps slurm-deps
 	$(BIN)/python -m pytest -q
+
+# Performance ratios side by side (docs/benchmarks.md): quick for CI-sized machines, full at DESIGN.md's sizes.
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/run.py --quick
+
+bench-full: $(VENV)/.installed
+	$(BIN)/python benchmarks/run.py --full
+
+# The browser tests drive Debian's chromium through playwright (never `playwright install`);
+# a no-op when chromium is already on PATH.
+browser-deps:
+	@command -v chromium >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update && $$SUDO apt-get install -y chromium; }
+
+# Cluster extras, kept out of the default environment: the Slurm executor plugin probes
+# Slurm at every snakemake start-up. README "Cluster (Slurm)".
+SLURM_PLUGIN := snakemake-executor-plugin-slurm==2.8.0
+cluster-deps: $(VENV)/.installed
+	$(BIN)/pip install -q $(SLURM_PLUGIN)
+
+# What tests/test_slurm.py needs: the plugin, and Debian's slurm-wlm + munge for its one-node
+# cluster (as root; each step is a no-op when already there).
+slurm-deps: $(VENV)/.installed
+	@$(BIN)/python -c "import snakemake_executor_plugin_slurm" 2>/dev/null || $(BIN)/pip install -q $(SLURM_PLUGIN)
+	@command -v slurmctld >/dev/null && command -v munged >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -o DPkg::Lock::Timeout=300 \
+	    --no-install-recommends slurm-wlm munge; }
+
+# Serve the browser viewer for one experiment on 127.0.0.1 (prints the URL).
+EXP  ?= demo
+PORT ?= 8000
+view: $(VENV)/.installed
+	$(BIN)/python -m traitflow.serve --exp $(EXP) --port $(PORT)
 
 lint: $(VENV)/.installed
 	$(BIN)/snakemake --lint
 
 clean:
 	rm -rf logs resources/models .snakemake experiments/demo/inference experiments/demo/*/inference \
-	       experiments/demo/*/extraction/vectors
+	       experiments/demo/*/extraction/vectors \
+	       experiments/demo/viewer experiments/demo/report report.html

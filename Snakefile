@@ -13,6 +13,11 @@ include: "rules/model.smk"
 include: "rules/extract.smk"
 include: "rules/generate.smk"
 include: "rules/capture.smk"
+include: "rules/single_layer.smk"
+include: "rules/dynamics.smk"
+include: "rules/tables.smk"
+include: "rules/viewer.smk"
+include: "rules/report.smk"
 
 
 rule all:
@@ -22,8 +27,8 @@ rule all:
 
 
 onsuccess:
-    print_summary(failed=False)
+    print_summary()
 
 
 onerror:
-    print_summary(failed=True)
+    print_summary()

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORKFLOW_FILES = ["Snakefile", "config.yaml", "rules", "scripts", "schemas", "profiles", "envs"]
+WORKFLOW_FILES = ["Snakefile", "config.yaml", "rules", "scripts", "schemas", "profiles", "envs", "report"]
 
 # The demo run used by the workflow tests: 3 prompt shards so shard-level
 # invalidation is observable, short responses to keep it quick.

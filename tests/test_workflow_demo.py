@@ -46,8 +46,9 @@ def test_summary_printed_per_trait(demo_run, prompts):
     out = demo_run["output"]
     assert "traitflow summary" in out
     for trait in TRAITS:
+        written = glob.glob(os.path.join(demo_run["dir"], "experiments/demo", trait, "inference/**/*.*"), recursive=True)
         line = next(l for l in out.splitlines() if l.startswith(trait + " "))
-        assert line.split()[1:4] == [str(2 * len(prompts)), "0", "0"]  # built, up to date, failed
+        assert line.split()[1:4] == [str(len(written)), "0", "0"]  # built, up to date, failed
 
 
 def test_responses_are_shared_and_token_ids_are_the_processed_sequence(demo_run, prompts):
@@ -73,6 +74,11 @@ def test_file_layout_and_metadata(demo_run, model):
     assert len(rec["attention_weights"]["response"]) == n_r
     for j, rows in enumerate(rec["attention_weights"]["response"]):
         assert all(rows[f"layer_{l}"].shape == (n_p + j + 1,) for l in range(n_layers))
+    # Each tensor owns exactly its data: a saved slice would carry the whole batch's storage.
+    tensors = [rec["projections"]["prompt"], rec["projections"]["response"],
+               *rec["attention_weights"]["prompt"].values(),
+               *(t for rows in rec["attention_weights"]["response"] for t in rows.values())]
+    assert all(t.untyped_storage().nbytes() == t.numel() * t.element_size() for t in tensors)
     meta = rec["metadata"]
     assert meta["n_layers"] == n_layers and meta["sublayers"] == list(SUBLAYERS)
     assert meta["method"] == "probe" and meta["vector_layer"] == n_layers // 2

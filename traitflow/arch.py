@@ -23,6 +23,16 @@ class Architecture:
     mlp_out_norm: str | None
     attn: str = "self_attn"
     mlp: str = "mlp"
+    # Single-layer capture: projections inside attn and mlp, the gate activation
+    # module, and the rotary function, looked up in the attention class's module.
+    q_proj: str = "q_proj"
+    k_proj: str = "k_proj"
+    v_proj: str = "v_proj"
+    o_proj: str = "o_proj"
+    up_proj: str = "up_proj"
+    gate_act: str = "act_fn"
+    down_proj: str = "down_proj"
+    rotary: str = "apply_rotary_pos_emb"
 
 
 _LLAMA_LIKE = Architecture(

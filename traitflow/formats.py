@@ -2,6 +2,8 @@
 
 The all-layers .pt keeps the seed scripts' layout (so old notebooks keep
 working) with DESIGN.md section 3's corrections; the .json mirrors it.
+torch is imported where a function needs it, so that the Snakefile (the run
+summary) and torch-free scripts can use the writers at no start-up cost.
 """
 
 import json
@@ -9,14 +11,17 @@ import os
 import tempfile
 from datetime import datetime, timezone
 
-import torch
-
 from . import SUBLAYERS, __version__
 from .errors import TraitflowError
 
 
 def atomic_write(path, write):
-    """Write through write(tmp_path) then rename, so a crash never leaves a half file."""
+    """Write through write(tmp_path) then rename, so a crash never leaves a half file.
+
+    The temporary name is hidden (.NAME.XXXX.tmp: no rule's output, no glob's
+    `*`); one left by a SIGKILL is removed by remove_stale_temps when the job
+    that owns NAME runs again.
+    """
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
@@ -30,19 +35,59 @@ def atomic_write(path, write):
         raise
 
 
+def remove_stale_temps(paths):
+    """Delete the temporaries atomic_write left for these outputs when a job was killed.
+
+    Called before a job writes (Snakemake's lock means no other writer of them is
+    running); one directory listing per folder, however many outputs it holds.
+    """
+    by_dir = {}
+    for path in paths:
+        by_dir.setdefault(os.path.dirname(path) or ".", set()).add(os.path.basename(path))
+    for directory, names in by_dir.items():
+        if not os.path.isdir(directory):
+            continue
+        for entry in os.scandir(directory):
+            if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+                target = entry.name[1:-len(".tmp")].rpartition(".")[0]  # .NAME.XXXX.tmp -> NAME
+                if target in names:
+                    os.unlink(entry.path)
+
+
 def save_pt(obj, path):
+    import torch
+
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+# Prompts and tokens can hold HTML. Escaped like this, a JSON file stays inert even
+# when a page inlines it in a <script> block; JSON.parse and json.load read it back unchanged.
+_HTML_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}
+
+
+def json_text(obj, indent=None):
+    """JSON with every non-ASCII character and every <, > and & written as a \\u escape.
+
+    Those three characters can only occur inside JSON strings, so replacing them
+    in the text never touches the structure.
+    """
+    text = json.dumps(obj, indent=indent, ensure_ascii=True)
+    for char, escape in _HTML_ESCAPES.items():
+        text = text.replace(char, escape)
+    return text
 
 
 def save_json(obj, path, indent=None):
     def write(tmp):
         with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=indent, ensure_ascii=True)
+            fh.write(json_text(obj, indent))
     atomic_write(path, write)
 
 
 def load_pt(path):
     """Load a .pt without executing pickled code (a .pt from elsewhere is a pickle)."""
+    import torch
+
     try:
         return torch.load(path, weights_only=True, map_location="cpu")
     except FileNotFoundError:
@@ -92,7 +137,8 @@ def all_layers_record(response, projections, attention, metadata):
     response: a response_record. projections: [tokens, layers, 3] float32 over
     prompt + response. attention: [layers, tokens, tokens] head-mean.
     Response token j's row is the position where token j is the input; its
-    attention row has n_prompt + j + 1 entries.
+    attention row has n_prompt + j + 1 entries. Every tensor is cloned: a slice
+    would drag the whole batch's storage into each saved file.
     """
     n_prompt = response["prompt"]["n_tokens"]
     n_layer = projections.shape[1]
@@ -100,11 +146,11 @@ def all_layers_record(response, projections, attention, metadata):
     return {
         "prompt": _segment(response["prompt"]),
         "response": _segment(response["response"]),
-        "projections": {"prompt": projections[:n_prompt].contiguous(),
-                        "response": projections[n_prompt:].contiguous()},
+        "projections": {"prompt": projections[:n_prompt].clone(),
+                        "response": projections[n_prompt:].clone()},
         "attention_weights": {
-            "prompt": {f"layer_{l}": attention[l, :n_prompt, :n_prompt].contiguous() for l in range(n_layer)},
-            "response": [{f"layer_{l}": attention[l, t, :t + 1].contiguous() for l in range(n_layer)}
+            "prompt": {f"layer_{l}": attention[l, :n_prompt, :n_prompt].clone() for l in range(n_layer)},
+            "response": [{f"layer_{l}": attention[l, t, :t + 1].clone() for l in range(n_layer)}
                          for t in range(n_prompt, n_total)],
         },
         "metadata": {**metadata, "n_layers": n_layer, "sublayers": list(SUBLAYERS),
@@ -113,11 +159,15 @@ def all_layers_record(response, projections, attention, metadata):
 
 
 def _rounded(t, digits):
+    import torch
+
     return torch.round(t.float(), decimals=digits).tolist()
 
 
 def to_json(record):
     """JSON mirror of a capture record: tensors become rounded lists of floats."""
+    import torch
+
     def convert(x):
         if isinstance(x, torch.Tensor):
             # Projections ([tokens, layers, 3]) keep 4 decimals; attention weights

@@ -66,13 +66,15 @@ def generate(model, prompt_ids, stop, max_new_tokens, temperature=0.0, top_p=1.0
     for group in batches(prompt_ids, batch_size):
         group = sorted(group)
         generator = torch.Generator(device=device).manual_seed(seed + min(seed_offsets[i] for i in group))
-        ids, mask, positions = left_pad([prompt_ids[i] for i in group], pad_id, device)
-        B = len(group)
+        ids, prompt_mask, positions = left_pad([prompt_ids[i] for i in group], pad_id, device)
+        B, width = ids.shape
+        # The mask for every step at once; step s reads its first width + s columns (no per-step cat).
+        mask = torch.cat([prompt_mask, torch.ones(B, max_new_tokens, dtype=prompt_mask.dtype, device=device)], 1)
         tokens = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=device)
         done = torch.zeros(B, dtype=torch.bool, device=device)
         cache = None
         for step in range(max_new_tokens):
-            result = model(input_ids=ids, attention_mask=mask, position_ids=positions,
+            result = model(input_ids=ids, attention_mask=mask[:, :width + step], position_ids=positions,
                            past_key_values=cache, use_cache=True, logits_to_keep=1)
             cache = result.past_key_values
             nxt = _pick(result.logits[:, -1].float(), temperature, top_p, generator)
@@ -83,7 +85,6 @@ def generate(model, prompt_ids, stop, max_new_tokens, temperature=0.0, top_p=1.0
             if step % 8 == 7 and bool(done.all()):
                 break
             ids = nxt[:, None]
-            mask = torch.cat([mask, torch.ones(B, 1, dtype=mask.dtype, device=device)], dim=1)
             positions = positions[:, -1:] + 1
         for b, row in zip(group, tokens.cpu().tolist()):
             out[b] = _until_stop(row, set(stop.tolist()))

@@ -37,12 +37,14 @@ def _source(model_name):
 
 
 def _not_cached(model_name, err):
-    return TraitflowError(
-        f"model '{model_name}'",
-        f"not a local directory and not in the local Hugging Face cache ({type(err).__name__})",
-        f"fetch it once where the hub is reachable (`hf download {model_name}`), "
-        "copy the cache (HF_HOME) here, or set model to a local path",
-    )
+    detail = (str(err).strip().splitlines() or [""])[0][:200]
+    if os.path.isdir(model_name):
+        fix = "complete the folder: save_pretrained of both the model and its tokenizer"
+    else:
+        fix = (f"fetch it once where the hub is reachable (`hf download {model_name}`) and copy the cache (HF_HOME) "
+               "here, or set model to a local folder")
+    return TraitflowError(f"model '{model_name}'", "cannot be loaded from local files, and nothing is downloaded "
+                          f"at run time ({type(err).__name__}: {detail})", fix)
 
 
 def load_tokenizer(model_name):
@@ -51,7 +53,7 @@ def load_tokenizer(model_name):
     src, kw = _source(model_name)
     try:
         tok = AutoTokenizer.from_pretrained(src, **kw)
-    except OSError as err:
+    except (OSError, ValueError) as err:  # ValueError: a folder with no tokenizer files in it
         raise _not_cached(model_name, err) from None
     # Left padding keeps every prompt's last token at the same column, which is
     # what batched decoding needs; positions are recomputed from the mask.

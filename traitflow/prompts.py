@@ -7,21 +7,28 @@ import sys
 from .errors import TraitflowError
 
 
-def read_prompts(path):
-    """Prompts from a .txt file (one per line) or a .jsonl file ({"text": ...} per line)."""
+def read_lines(path, what="file"):
+    """The lines of a UTF-8 text file (a final newline ends the last line, it adds no empty one)."""
     if not os.path.exists(path):
-        raise TraitflowError(path, "prompts file not found",
-                             "create it with one prompt per line, or set prompts_file / prompts in the config")
-    raw = open(path, "rb").read()
+        raise TraitflowError(path, f"{what} not found",
+                             "create it with one entry per line, or point the config at the right file")
+    with open(path, "rb") as fh:
+        raw = fh.read()
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a BOM from a Windows editor is not part of the first prompt
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
-        raise TraitflowError(f"{path}:{line}", f"not valid UTF-8 (byte {raw[err.start]:#04x})",
+        raise TraitflowError(f"{path}:{line}", f"not valid UTF-8 (byte {raw[err.start]:#04x} at offset {err.start})",
                              "re-save the file as UTF-8") from None
     lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()  # the final newline ends the last line; it is not an empty prompt
+    if lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def read_prompts(path):
+    """Prompts from a .txt file (one per line) or a .jsonl file ({"text": ...} per line)."""
+    lines = read_lines(path, "prompts file")
     if path.endswith(".jsonl"):
         lines = [_jsonl_text(path, n, line) for n, line in enumerate(lines, 1)]
     return check_prompts(lines, path)
@@ -29,26 +36,40 @@ def read_prompts(path):
 
 def _jsonl_text(path, n, line):
     try:
-        return json.loads(line)["text"]
+        text = json.loads(line)["text"]
     except (ValueError, KeyError, TypeError):
         raise TraitflowError(f"{path}:{n}", 'not a JSON object with a "text" field',
                              'write one {"text": "..."} object per line') from None
+    if not isinstance(text, str):
+        raise TraitflowError(f"{path}:{n}", f'"text" is a {type(text).__name__}, not a string',
+                             'write one {"text": "..."} object per line')
+    return text
 
 
 def check_prompts(prompts, where):
-    """Reject empty and blank prompts; warn (once, on stderr) about duplicates."""
+    """Reject empty and blank prompts; warn (once, on stderr) about duplicates.
+
+    where is a file (entries are its lines, numbered from 1) or "config prompts"
+    (entries are list items); prompt i is always written to prompt_{i}.
+    """
+    in_file = where != "config prompts"
     if not prompts:
-        raise TraitflowError(where, "no prompts", "add at least one prompt, one per line")
+        raise TraitflowError(where, "no prompts (the file is empty)" if in_file else "no prompts",
+                             "add at least one prompt, one per line")
     for n, p in enumerate(prompts, 1):
-        if not isinstance(p, str) or not p.strip():
-            raise TraitflowError(f"{where}:{n}", "blank prompt",
-                                 "delete the blank line (every line is one prompt)")
-        if p.strip() != p and "\r" in p:
-            raise TraitflowError(f"{where}:{n}", "Windows line ending (\\r)", "save the file with Unix line endings")
+        at = f"{where}:{n}" if in_file else f"{where}[{n - 1}]"
+        if p.strip() and p.endswith("\r"):
+            raise TraitflowError(at, "Windows line ending (\\r)", "save the file with Unix (LF) line endings")
+        if not p.strip():
+            raise TraitflowError(at, "blank prompt" if not p else "whitespace-only prompt",
+                                 "delete that line (every line is one prompt)" if in_file
+                                 else "remove the empty entry from prompts")
     seen = {}
-    for n, p in enumerate(prompts):
+    for i, p in enumerate(prompts):
         if p in seen:
-            print(f"traitflow warning: {where}: prompt {n} duplicates prompt {seen[p]} "
-                  "(both are kept)", file=sys.stderr)
-        seen.setdefault(p, n)
+            first = seen[p]
+            lines = f"line {i + 1} duplicates line {first + 1}" if in_file else f"entry {i} duplicates entry {first}"
+            print(f"traitflow warning: {where}: {lines} (both are kept, as prompt_{first} and prompt_{i})",
+                  file=sys.stderr)
+        seen.setdefault(p, i)
     return list(prompts)

@@ -4,7 +4,8 @@ import logging
 import sys
 import traceback
 
-from .errors import TraitflowError
+from .errors import TraitflowError, error_line
+from .formats import remove_stale_temps
 
 
 def run_script(snakemake, main):
@@ -24,6 +25,7 @@ def run_script(snakemake, main):
         pass
     rule = snakemake.rule
     try:
+        remove_stale_temps(list(snakemake.output))
         main(snakemake)
     except TraitflowError as err:
         _fail(rule, str(err), log)
@@ -31,11 +33,12 @@ def run_script(snakemake, main):
         if log:
             with open(log, "a", encoding="utf-8") as fh:
                 traceback.print_exc(file=fh)
-        _fail(rule, f"{type(err).__name__}: {err} (traceback in {log})", log)
+        first_line = (str(err).strip().splitlines() or [""])[0]
+        _fail(rule, f"{type(err).__name__}: {first_line} (traceback in {log})", log)
 
 
 def _fail(rule, message, log):
-    line = f"traitflow [{rule}] error: {message}"
+    line = error_line(rule, message)
     print(line, file=sys.stderr)
     if log:
         with open(log, "a", encoding="utf-8") as fh:

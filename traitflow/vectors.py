@@ -42,9 +42,26 @@ def choose_vector(available, method, layer, where):
     for m in methods:
         if (m, layer) in available:
             return m, available[(m, layer)]
-    have = ", ".join(f"{m}@{l}" for m, l in sorted(available)) or "none"
-    raise TraitflowError(where, f"no vector for method={method} layer={layer} (available: {have})",
+    raise TraitflowError(where, f"no vector for method={method} layer={layer} (available: {describe(available)})",
                          "set vector.method / vector.layer to one that exists, or add extraction examples")
+
+
+def describe(available):
+    """'probe: layers 0-3, 5; mean_diff: layer 2' for {(method, layer): path}."""
+    by_method = {}
+    for m, l in sorted(available):
+        by_method.setdefault(m, []).append(l)
+    return "; ".join(f"{m}: layer{'s' if len(ls) > 1 else ''} {_ranges(ls)}" for m, ls in by_method.items()) or "none"
+
+
+def _ranges(layers):
+    runs = []
+    for l in layers:
+        if runs and l == runs[-1][1] + 1:
+            runs[-1][1] = l
+        else:
+            runs.append([l, l])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def load_vector(path, d_model=None):
@@ -53,7 +70,11 @@ def load_vector(path, d_model=None):
 
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
-        tensors = load_file(path)
+        try:
+            tensors = load_file(path)
+        except Exception as err:  # safetensors never runs code; this is a truncated or foreign file
+            raise TraitflowError(path, f"not a readable safetensors file ({type(err).__name__})",
+                                 "re-save it with safetensors.torch.save_file") from None
         if len(tensors) != 1:
             raise TraitflowError(path, f"expected one tensor, found {sorted(tensors)}",
                                  "save the vector alone in the file")
@@ -82,8 +103,12 @@ def read_metadata(vector_path):
     path = metadata_path(vector_path)
     if not os.path.exists(path):
         return {}
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            meta = json.load(fh)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise TraitflowError(path, f"not valid JSON ({err})", "fix or delete the metadata file") from None
+    return meta if isinstance(meta, dict) else {}
 
 
 def check_vector_model(vector_path, model, allow_mismatch):

@@ -1,25 +1,31 @@
-"""Parse-time planning for the Snakefile: traits, vectors, prompt shards and model facts.
+"""Parse-time planning for the Snakefile: config checks, traits, vectors, prompt shards and model facts.
 
 The Snakefile imports this on every invocation (and every cluster job re-parses
 it), so it must stay cheap: no torch, no transformers, only small files read.
+Every problem found here is a TraitflowError: one line, before any model loads.
 """
 
+import difflib
 import glob
 import json
 import os
 import re
 import sys
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
+from .arch import architecture_for
 from .errors import TraitflowError
-from .prompts import check_prompts, read_prompts
-from .vectors import EXTRACTED_METHODS, choose_vector, list_vectors, vector_filename
+from .prompts import check_prompts, read_lines, read_prompts
+from .vectors import EXTRACTED_METHODS, check_vector_model, choose_vector, list_vectors, vector_filename
 
 DEMO_MODEL = "traitflow-demo"
 DEMO_MODEL_DIR = "resources/models/traitflow-demo"
+# Trait names become folder names and a Snakemake wildcard value: no '/', '.', spaces or braces.
 TRAIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 # Folders of an experiment that hold shared outputs, never traits.
 NOT_TRAITS = {"inference", "viewer", "tables", "report"}
+EXAMPLE_FILES = ("positive.txt", "negative.txt")
 
 
 @dataclass
@@ -43,21 +49,176 @@ class Plan:
     prompts: list
     shards: list  # [[prompt index, ...], ...]
     traits: dict = field(default_factory=dict)  # name -> TraitPlan
+    hidden_size: int | None = None
+    context: int | None = None  # max_position_embeddings
 
     @property
     def ok_traits(self):
         return [t for t in self.traits.values() if t.error is None]
 
 
+# ---- config ------------------------------------------------------------------------------------
+
+
+def check_config(config, schema_path, configfiles=(), overrides=None):
+    """Validate config against the schema; the first problem becomes one line naming the key.
+
+    Snakemake's own validate() prints the whole config and schema; this names
+    where the key came from (--config, else the first of configfiles, in
+    precedence order, that sets it), the key and the fix.
+    """
+    import jsonschema
+    import yaml
+
+    with open(schema_path, encoding="utf-8") as fh:
+        schema = yaml.safe_load(fh)
+    _coerce_command_line(config, schema, overrides or {})
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.path))
+    if not errors:
+        return
+    err = errors[0]  # not best_match: it descends into oneOf branches and names one alternative only
+    more = f" (and {len(errors) - 1} more problem{'s' * (len(errors) > 2)})" if len(errors) > 1 else ""
+    path = list(err.absolute_path)
+    key = ".".join(str(p) for p in path)
+    if err.validator == "additionalProperties":
+        known = sorted(err.schema.get("properties", {}))
+        extra = sorted(set(err.instance) - set(known))
+        source = _config_source(path + extra[:1], configfiles, overrides or {})
+        unknown = ", ".join(f"'{key + '.' if key else ''}{k}'" for k in extra)
+        close = [m for k in extra for m in difflib.get_close_matches(k, known, n=1)]
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise TraitflowError(source, f"unknown config key {unknown}{more}",
+                             f"{hint}known keys{' in ' + key if key else ''}: {', '.join(known)}")
+    source = _config_source(path, configfiles, overrides or {})
+    if err.validator == "required":
+        raise TraitflowError(source, f"{err.message}{more}", "add it (see config.yaml in the repository)")
+    verdict = "is out of range for" if err.validator in _BOUNDS else "is not"
+    raise TraitflowError(f"{source}, key {key}", f"{err.instance!r} {verdict} {_expected(err)}{more}",
+                         f"set {key} to {_expected(err)} (schemas/config.schema.yaml lists every key)")
+
+
+_BOUNDS = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
+
+
+def _coerce_command_line(config, schema, overrides):
+    """Snakemake's --config reads values nested in {...} or [...] as strings ('4', 'true'):
+    where the schema wants a number, boolean or null, read them as YAML, as config.yaml would be."""
+    for key, value in overrides.items():
+        if isinstance(value, (dict, list)):
+            _merge(config, key, _from_command_line(value, schema.get("properties", {}).get(key, {})))
+
+
+def _from_command_line(value, schema):
+    import yaml
+
+    if isinstance(value, dict):
+        return {k: _from_command_line(v, schema.get("properties", {}).get(k, {})) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_command_line(v, schema.get("items", {})) for v in value]
+    types = schema.get("type", [])
+    types = types if isinstance(types, list) else [types]
+    if isinstance(value, str) and "string" not in types:
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+        if any(_is(parsed, t) for t in types):
+            return parsed
+    return value
+
+
+def _merge(node, key, value):
+    if isinstance(value, dict) and isinstance(node.get(key), dict):
+        for k, v in value.items():
+            _merge(node[key], k, v)
+    else:
+        node[key] = value
+
+
+def _is(value, json_type):
+    if json_type == "boolean":
+        return isinstance(value, bool)
+    if json_type == "null":
+        return value is None
+    python_types = {"integer": int, "number": (int, float)}.get(json_type, ())
+    return not isinstance(value, bool) and isinstance(value, python_types)
+
+
+def _config_source(path, configfiles, overrides):
+    """Where the value at path came from: --config, or the first config file that sets it."""
+    import yaml
+
+    def sets(node):
+        for part in path:
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
+        return True
+
+    if sets(overrides):
+        return "--config"
+    files = list(dict.fromkeys(os.path.abspath(str(f)) for f in configfiles))
+    for f in files:
+        with open(f, encoding="utf-8") as fh:
+            if sets(yaml.safe_load(fh)):
+                return os.path.relpath(f)
+    return " + ".join(os.path.relpath(f) for f in files) or "config"
+
+
+def _expected(err):
+    if err.validator in ("oneOf", "anyOf"):
+        return " or ".join(_describe_schema(sub) for sub in err.validator_value)
+    if err.validator == "pattern":
+        return f"a string matching {err.schema['pattern']}"
+    return _describe_schema(err.schema)
+
+
+def _describe_schema(s):
+    if "enum" in s:
+        return repr(s["enum"][0]) if len(s["enum"]) == 1 else "one of " + ", ".join(repr(v) for v in s["enum"])
+    types = s.get("type", "any value")
+    types = types if isinstance(types, list) else [types]
+    names = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false",
+             "array": "a list", "object": "a mapping", "null": "null"}
+    words = [names.get(t, t) for t in types]
+    if "array" in types and "items" in s:
+        item = _describe_schema(s["items"]).removeprefix("a ").removeprefix("an ")
+        words[types.index("array")] = f"a list of {item}s"
+    bounds = [f"{op} {s[k]}" for k, op in _BOUNDS.items() if k in s]
+    return " or ".join(words) + (f" ({', '.join(bounds)})" if bounds else "")
+
+
+# ---- model -------------------------------------------------------------------------------------
+
+
 def model_path(config):
     return DEMO_MODEL_DIR if config["model"] == DEMO_MODEL else config["model"]
 
 
-def _hub_config(name):
-    hub = os.environ.get("HF_HUB_CACHE") or os.path.join(
+def _hub_dir():
+    return os.environ.get("HF_HUB_CACHE") or os.path.join(
         os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface")), "hub")
-    hits = sorted(glob.glob(os.path.join(hub, "models--" + name.replace("/", "--"), "snapshots", "*", "config.json")))
+
+
+def _hub_config(name):
+    hits = sorted(glob.glob(os.path.join(_hub_dir(), "models--" + name.replace("/", "--"), "snapshots", "*",
+                                         "config.json")), key=os.path.getmtime)
     return hits[-1] if hits else None
+
+
+def _looks_like_path(name):
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
+
+
+def model_dir(config):
+    """The folder holding the model's files, or None when there is none (yet)."""
+    name = config["model"]
+    if name == DEMO_MODEL:
+        return DEMO_MODEL_DIR if os.path.isdir(DEMO_MODEL_DIR) else None
+    if os.path.isdir(name):
+        return name
+    hit = _hub_config(name)
+    return os.path.dirname(hit) if hit else None
 
 
 def model_config(config):
@@ -66,16 +227,35 @@ def model_config(config):
 
     name = config["model"]
     if name == DEMO_MODEL:
-        return {**DEFAULT_SPEC, **config.get("demo_model", {})}
-    path = os.path.join(name, "config.json") if os.path.isdir(name) else _hub_config(name)
-    if not path or not os.path.exists(path):
-        raise TraitflowError(
-            f"model '{name}'", "not a local directory and not in the local Hugging Face cache",
-            f"fetch it once where the hub is reachable (`hf download {name}`), "
-            "copy the cache (HF_HOME) here, or set model to a local path")
-    with open(path, encoding="utf-8") as fh:
-        cfg = json.load(fh)
-    return cfg.get("text_config", cfg)
+        return {"model_type": "gemma2", **DEFAULT_SPEC, **config.get("demo_model", {})}
+    where = f"config model '{name}'"
+    if os.path.isdir(name):
+        path = os.path.join(name, "config.json")
+        if not os.path.exists(path):
+            raise TraitflowError(where, "the folder has no config.json",
+                                 "point model at a folder written by save_pretrained (config.json, weights, tokenizer)")
+    elif _looks_like_path(name):
+        raise TraitflowError(where, "folder not found",
+                             "fix the path, or give a Hugging Face name from the local cache")
+    else:
+        path = _hub_config(name)
+        if path is None:
+            raise TraitflowError(
+                where, f"not a local folder and not in the local Hugging Face cache ({_hub_dir()}); "
+                "nothing is downloaded at run time",
+                f"fetch it once where the hub is reachable (`hf download {name}`) and copy the cache "
+                "(HF_HOME) here, or set model to a local folder")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            cfg = json.load(fh)
+    except ValueError as err:
+        raise TraitflowError(path, f"not valid JSON ({err})", "re-download or re-save the model") from None
+    cfg = cfg.get("text_config", cfg)
+    architecture_for(SimpleNamespace(model_type=cfg.get("model_type")), where=f"{where} ({path})")
+    for key in ("num_hidden_layers", "hidden_size"):
+        if not isinstance(cfg.get(key), int):
+            raise TraitflowError(path, f"no integer '{key}'", "use a decoder-only causal LM config")
+    return cfg
 
 
 def _model_files(config):
@@ -86,15 +266,52 @@ def _model_files(config):
     return []
 
 
+# ---- prompts -----------------------------------------------------------------------------------
+
+
 def shard(indices, per_job):
     return [indices[k:k + per_job] for k in range(0, len(indices), per_job)]
+
+
+def prompts_source(config, exp_dir):
+    if config.get("prompts"):
+        return "config prompts"
+    return config.get("prompts_file") or os.path.join(exp_dir, "inference_prompts.txt")
 
 
 def load_prompt_list(config, exp_dir):
     if config.get("prompts"):
         return check_prompts(config["prompts"], "config prompts")
-    path = config.get("prompts_file") or os.path.join(exp_dir, "inference_prompts.txt")
-    return read_prompts(path)
+    return read_prompts(prompts_source(config, exp_dir))
+
+
+def check_prompt_lengths(prompts, where, tokenizer_dir, context, max_new_tokens):
+    """Refuse, before any model loads, a prompt that cannot fit the model's context.
+
+    A token covers at least one UTF-8 byte (SentencePiece adds at most one word
+    marker), so only a prompt with more bytes than the room left needs counting;
+    those few are counted with the tokenizers library (cheap, no transformers).
+    The count leaves out the chat template, which only adds tokens: the exact
+    check runs again in the generation job.
+    """
+    room = context - max_new_tokens
+    suspects = [i for i, p in enumerate(prompts) if len(p.encode("utf-8")) + 1 > room]
+    tokenizer_file = os.path.join(tokenizer_dir, "tokenizer.json") if tokenizer_dir else None
+    if not suspects or not tokenizer_file or not os.path.exists(tokenizer_file):
+        return
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(tokenizer_file)
+    for i in suspects:
+        n = len(tokenizer.encode(prompts[i], add_special_tokens=False).ids)
+        if n + max_new_tokens > context:
+            at = f"{where}[{i}]" if where == "config prompts" else f"{where}:{i + 1}"
+            raise TraitflowError(at, f"prompt {i} is {n} tokens; with generation.max_new_tokens={max_new_tokens} it "
+                                 f"exceeds the model's context of {context} tokens",
+                                 "shorten or split the prompt, or lower generation.max_new_tokens")
+
+
+# ---- traits ------------------------------------------------------------------------------------
 
 
 def discover_traits(exp_dir):
@@ -104,57 +321,101 @@ def discover_traits(exp_dir):
                   if d not in NOT_TRAITS and os.path.isdir(os.path.join(exp_dir, d, "extraction")))
 
 
-def plan_trait(exp_dir, name, vector_cfg, n_layers):
+def trait_name_problem(name):
+    if not TRAIT_NAME.match(name):
+        return (f"trait name '{name}' would break file paths or wildcards; fix: rename it with letters, digits, "
+                "'_' and '-' only, starting with a letter or digit")
+    if name in NOT_TRAITS:
+        return f"trait name '{name}' is reserved for shared outputs; fix: rename the trait"
+    return None
+
+
+def _examples_problem(extraction):
+    """Why the extraction examples cannot be used, or None (read here: small files, UTF-8 checked)."""
+    for f in EXAMPLE_FILES:
+        path = os.path.join(extraction, f)
+        try:
+            n = sum(1 for line in read_lines(path, "examples file") if line.strip())
+        except TraitflowError as err:
+            return str(err)
+        if n < 2:
+            return f"{path}: {n} examples, need at least 2; fix: add one example per line"
+    return None
+
+
+def plan_trait(exp_dir, name, vector_cfg, n_layers, model=None):
     trait = TraitPlan(name=name)
+    trait.error = trait_name_problem(name)
+    if trait.error:
+        return trait
     extraction = os.path.join(exp_dir, name, "extraction")
     vectors_dir = os.path.join(extraction, "vectors")
     trait.layer = n_layers // 2 if vector_cfg.get("layer") is None else vector_cfg["layer"]
     method = vector_cfg.get("method", "auto")
     if not os.path.isdir(os.path.join(exp_dir, name)):
-        trait.error = f"{os.path.join(exp_dir, name)}: trait folder not found; fix: create it or remove the trait from traits"
+        trait.error = (f"{os.path.join(exp_dir, name)}: trait folder not found; "
+                       "fix: create it or remove the trait from traits")
         return trait
-    if not 0 <= trait.layer < n_layers:
-        trait.error = (f"config vector.layer: layer {trait.layer} does not exist (the model has layers 0-{n_layers - 1}); "
-                       "fix: pick one of those")
-        return trait
-    trait.extract = all(os.path.exists(os.path.join(extraction, f)) for f in ("positive.txt", "negative.txt"))
+    present = [f for f in EXAMPLE_FILES if os.path.exists(os.path.join(extraction, f))]
+    trait.extract = len(present) == 2
+    available = list_vectors(vectors_dir)
     if trait.extract and (method == "auto" or method in EXTRACTED_METHODS):
+        trait.error = _examples_problem(extraction)
         trait.method = "probe" if method == "auto" else method
         trait.vector_path = os.path.join(vectors_dir, vector_filename(trait.method, trait.layer))
         return trait
-    available = list_vectors(vectors_dir)
-    if not available and not trait.extract:
-        trait.error = (f"{extraction}: no vectors and no extraction examples; fix: add positive.txt and negative.txt "
-                       f"(one example per line) or vectors/{{method}}_layer{{L}}.pt")
+    if not available:
+        if len(present) == 1:
+            missing = next(f for f in EXAMPLE_FILES if f not in present)
+            trait.error = (f"{extraction}: has {present[0]} but no {missing}, and no vectors; fix: add {missing} "
+                           "(one example per line)")
+        elif trait.extract:
+            trait.error = (f"{vectors_dir}: no vector for method={method} layer={trait.layer}; extraction computes "
+                           f"{' and '.join(EXTRACTED_METHODS)} only; fix: set vector.method to one of those, "
+                           f"or add vectors/{vector_filename(method, trait.layer)}")
+        else:
+            trait.error = (f"{extraction}: no vectors and no extraction examples; fix: add positive.txt and "
+                           "negative.txt (one example per line) or vectors/{method}_layer{L}.pt (or .safetensors)")
         return trait
     try:
         trait.method, trait.vector_path = choose_vector(available, method, trait.layer, vectors_dir)
+        if model is not None:
+            check_vector_model(trait.vector_path, model, vector_cfg.get("allow_model_mismatch", False))
     except TraitflowError as err:
         trait.error = str(err)
     return trait
 
 
+# ---- the plan ----------------------------------------------------------------------------------
+
+
 def make_plan(config):
     exp = config["experiment"]
     exp_dir = os.path.join("experiments", exp)
-    n_layers = int(model_config(config)["num_hidden_layers"])
+    model_cfg = model_config(config)
+    n_layers = int(model_cfg["num_hidden_layers"])
     prompts = load_prompt_list(config, exp_dir)
-    names = discover_traits(exp_dir) if config["traits"] == "all" else list(config["traits"])
+    context = model_cfg.get("max_position_embeddings")
+    if context:
+        check_prompt_lengths(prompts, prompts_source(config, exp_dir), model_dir(config), int(context),
+                             config["generation"]["max_new_tokens"])
+    layer = config["vector"].get("layer")
+    if layer is not None and layer >= n_layers:
+        raise TraitflowError("config vector.layer", f"layer {layer} does not exist (the model has layers "
+                             f"0-{n_layers - 1})", "pick one of those, or null for the middle layer")
+    names = discover_traits(exp_dir) if config["traits"] == "all" else list(dict.fromkeys(config["traits"]))
     if not names:
         raise TraitflowError(exp_dir, "no traits found (a trait is a folder holding extraction/)",
-                             "add experiments/{exp}/{trait}/extraction/ with examples or vectors")
-    for name in names:
-        if not TRAIT_NAME.match(name):
-            raise TraitflowError(f"trait '{name}'", "name would break file paths or wildcards",
-                                 "use letters, digits, '_' and '-' only, starting with a letter or digit")
+                             f"add {exp_dir}/TRAIT/extraction/ with positive.txt and negative.txt, or vectors/")
     plan = Plan(experiment=exp, exp_dir=exp_dir, model=config["model"], model_path=model_path(config),
                 model_files=_model_files(config), n_layers=n_layers, prompts=prompts,
-                shards=shard(list(range(len(prompts))), config["capture"]["prompts_per_job"]))
+                shards=shard(list(range(len(prompts))), config["capture"]["prompts_per_job"]),
+                hidden_size=int(model_cfg["hidden_size"]), context=int(context) if context else None)
     for name in names:
-        plan.traits[name] = plan_trait(exp_dir, name, config["vector"], n_layers)
+        plan.traits[name] = plan_trait(exp_dir, name, config["vector"], n_layers, config["model"])
     if not plan.ok_traits:
-        raise TraitflowError(exp_dir, "no trait can run: " + " | ".join(t.error for t in plan.traits.values()),
-                             "fix the trait folders listed")
+        raise TraitflowError(exp_dir, "no trait can run: " + " | ".join(
+            f"trait '{t.name}': {t.error}" for t in plan.traits.values()))
     for t in plan.traits.values():
         if t.error:
             print(f"traitflow [plan] error: trait '{t.name}' left out: {t.error}", file=sys.stderr)

@@ -1,0 +1,84 @@
+"""The demo's core stages in ONE Python process, through the library: the workflow's yardstick.
+
+Run in a fresh workdir (benchmarks/run.py makes one): builds the demo model,
+extracts every trait's vectors, generates the shared responses, captures all
+layers for every trait and writes the same files the rules write, with the
+same settings (config.yaml). One import of torch/transformers, one model load
+per stage kind; Snakemake pays those once per job instead.
+
+usage: python one_process.py WORKDIR
+"""
+
+import os
+import sys
+
+import yaml
+
+from traitflow import extract
+from traitflow.capture import capture
+from traitflow.demo import build_demo_model
+from traitflow.formats import all_layers_record, response_record, save_json, save_pt, to_json
+from traitflow.generate import encode_prompt, generate, stop_ids
+from traitflow.modeling import load_model, load_tokenizer
+from traitflow.vectors import EXTRACTED_METHODS, load_vector, metadata_path, vector_filename
+from traitflow.workflow import make_plan
+
+
+def extract_trait(model, tokenizer, trait_dir, trait, model_name):
+    pos_texts = extract.read_examples(os.path.join(trait_dir, "extraction", "positive.txt"))
+    neg_texts = extract.read_examples(os.path.join(trait_dir, "extraction", "negative.txt"))
+    pos = extract.example_features(model, tokenizer, pos_texts)  # [n_pos, layers, d]
+    neg = extract.example_features(model, tokenizer, neg_texts)
+    for layer in range(pos.shape[1]):
+        vectors = {"mean_diff": (extract.mean_diff(pos[:, layer], neg[:, layer]), None),
+                   "probe": extract.probe(pos[:, layer], neg[:, layer])}
+        for method in EXTRACTED_METHODS:
+            vec, acc = vectors[method]
+            path = os.path.join(trait_dir, "extraction", "vectors", vector_filename(method, layer))
+            save_pt(vec.contiguous(), path)
+            save_json({"trait": trait, "method": method, "layer": layer, "model": model_name,
+                       "n_positive": len(pos_texts), "n_negative": len(neg_texts), "norm": float(vec.norm()),
+                       "train_accuracy": acc, "features": "token-mean residual_out"}, metadata_path(path), indent=1)
+
+
+def main(workdir):
+    os.chdir(workdir)
+    with open("config.yaml") as fh:
+        config = yaml.safe_load(fh)
+    plan = make_plan(config)
+    gen, cap = config["generation"], config["capture"]
+    build_demo_model(plan.model_path, config.get("demo_model"))
+    tokenizer = load_tokenizer(plan.model_path)
+
+    model = load_model(plan.model_path, cap["device"], cap["dtype"], eager=False)
+    for t in plan.ok_traits:
+        extract_trait(model, tokenizer, os.path.join(plan.exp_dir, t.name), t.name, plan.model)
+    prompt_ids = [encode_prompt(tokenizer, p, gen["chat_template"]) for p in plan.prompts]
+    responses = []
+    for indices in plan.shards:
+        ids = [prompt_ids[i] for i in indices]
+        out = generate(model, ids, stop_ids(model, tokenizer), gen["max_new_tokens"], gen["temperature"],
+                       gen["top_p"], gen["seed"], gen["batch_size"], seed_offsets=indices)
+        for i, resp in zip(indices, out):
+            record = response_record(i, plan.prompts[i], prompt_ids[i], resp, tokenizer, gen, plan.model)
+            save_json(record, os.path.join(plan.exp_dir, "inference", "responses", f"prompt_{i}.json"), indent=1)
+            responses.append(record)
+
+    model = load_model(plan.model_path, cap["device"], cap["dtype"], eager=True)
+    sequences = [r["prompt"]["token_ids"] + r["response"]["token_ids"] for r in responses]
+    for t in plan.ok_traits:
+        vector = load_vector(t.vector_path, model.config.hidden_size)
+        out_dir = os.path.join(plan.exp_dir, t.name, "inference", "residual_stream_activations")
+        for indices in plan.shards:
+            captures = capture(model, [sequences[i] for i in indices], vector[None], batch_size=cap["batch_size"])
+            for i, c in zip(indices, captures):
+                meta = {"trait": t.name, "vector_path": t.vector_path, "method": t.method,
+                        "vector_layer": t.layer, "model": plan.model, "seed": responses[i]["seed"]}
+                record = all_layers_record(responses[i], c.projections[..., 0], c.attention, meta)
+                save_pt(record, os.path.join(out_dir, f"prompt_{i}.pt"))
+                if cap["save_json"]:
+                    save_json(to_json(record), os.path.join(out_dir, f"prompt_{i}.json"))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,57 @@
+# Figures for `snakemake --report report.html`: a token x layer heatmap per (trait, prompt)
+# and a cross-trait trajectory plot per prompt, for the first report.max_prompts prompts.
+# Coarse jobs: one per trait for heatmaps, one for all cross-trait plots (one matplotlib import each).
+
+report: "../report/workflow.rst"
+
+
+localrules:
+    report_heatmaps,
+    report_cross_trait,
+
+
+rule report_heatmaps:
+    input:
+        captures=[all_layers_path("{trait}", i, "pt") for i in report_prompts()],
+    output:
+        report(
+            directory(f"{EXP}/report/heatmaps/{{trait}}"),
+            patterns=["prompt_{prompt}.png"],
+            caption="../report/heatmap.rst",
+            category="Token x layer heatmaps",
+            subcategory="{trait}",
+            labels={"trait": "{trait}", "prompt": "{prompt}"},
+        ),
+    params:
+        prompts=report_prompts(),
+        point=config["report"]["point"],
+    log:
+        f"{LOGS}/report/heatmaps_{{trait}}.log",
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/plots_heatmaps.py"
+
+
+rule report_cross_trait:
+    input:
+        captures=[all_layers_path(t, i, "pt") for t in TRAITS for i in report_prompts()],
+    output:
+        report(
+            directory(f"{EXP}/report/cross_trait"),
+            patterns=["prompt_{prompt}.png"],
+            caption="../report/cross_trait.rst",
+            category="Cross-trait trajectories",
+            labels={"prompt": "{prompt}"},
+        ),
+    params:
+        traits=TRAITS,
+        prompts=report_prompts(),
+        layer=report_layer(),
+        point=config["report"]["point"],
+    log:
+        f"{LOGS}/report/cross_trait.log",
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/plots_cross_trait.py"

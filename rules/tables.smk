@@ -1,0 +1,18 @@
+# Experiment tables: every (trait, prompt) dynamics JSON as tidy CSV + Parquet for notebooks.
+
+
+localrules:
+    dynamics_tables,
+
+
+rule dynamics_tables:
+    input:
+        dynamics=[dynamics_path(t, i) for t in TRAITS for i in range(len(PLAN.prompts))],
+    output:
+        **dynamics_tables_outputs(),
+    log:
+        f"{LOGS}/tables/dynamics.log",
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/tables.py"

@@ -1,0 +1,314 @@
+"""Dynamics metrics against a direct computation written here, and the dynamics rule against its oracles."""
+
+import glob
+import json
+import os
+import re
+import time
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import dry_run, snakemake
+from traitflow import SUBLAYERS
+from traitflow.dynamics import metrics, resolve_methods
+from traitflow.errors import TraitflowError
+from traitflow.workflow import Plan, TraitPlan
+
+EXP = "experiments/demo"
+TRAITS = ["refusal", "sycophancy", "uncertainty"]
+
+
+# --- the oracle: the definitions of the README, one loop at a time ---------------------------------
+
+def ref_dynamics(s, threshold, fraction, start=0):
+    """Metrics over s[start:], indices into s; written without numpy's diff or argmax."""
+    n = len(s)
+    vel = [s[i + 1] - s[i] for i in range(n - 1)]
+    acc = [s[i + 2] - 2 * s[i + 1] + s[i] for i in range(n - 2)]
+    span_vel = [(i + 1, vel[i]) for i in range(start, n - 1)]
+    out = {"velocity": vel, "acceleration": acc, "peak_velocity": None, "peak_velocity_index": None,
+           "mean_abs_velocity": None, "peak": None, "commitment_point": None,
+           "persistence": {"count": 0, "longest_run": 0, "threshold": None}}
+    if span_vel:
+        best = span_vel[0]
+        for idx, v in span_vel:
+            if abs(v) > abs(best[1]):
+                best = (idx, v)
+        out["peak_velocity_index"], out["peak_velocity"] = best
+        out["mean_abs_velocity"] = sum(abs(v) for _, v in span_vel) / len(span_vel)
+    if n > start:
+        peak = start
+        for i in range(start, n):
+            if abs(s[i]) > abs(s[peak]):
+                peak = i
+        out["peak"] = {"index": peak, "score": s[peak]}
+        thr = fraction * s[peak]
+        hits = [(s[i] > thr if s[peak] > 0 else s[i] < thr) if s[peak] != 0 else False for i in range(peak + 1, n)]
+        runs, run = [0], 0
+        for h in hits:
+            run = run + 1 if h else 0
+            runs.append(run)
+        out["persistence"] = {"count": sum(hits), "longest_run": max(runs), "threshold": thr}
+    for c in range(start, n - 2):
+        if all(abs(acc[k]) < threshold for k in range(c, n - 2)):
+            out["commitment_point"] = {"index": c}
+            break
+    return out
+
+
+def assert_matches_oracle(s, threshold=0.5, fraction=0.5, start=0):
+    got = metrics(s, threshold, fraction, start)
+    want = ref_dynamics([float(x) for x in s], threshold, fraction, start)
+    np.testing.assert_allclose(got["velocity"], want["velocity"], atol=1e-12)
+    np.testing.assert_allclose(got["acceleration"], want["acceleration"], atol=1e-12)
+    for key in ("peak_velocity", "peak_velocity_index", "mean_abs_velocity"):
+        assert got[key] == pytest.approx(want[key]), key  # approx(None) == None only
+    assert got["peak"] == pytest.approx(want["peak"])
+    assert (got["commitment_point"] or {}).get("index") == (want["commitment_point"] or {}).get("index")
+    assert got["persistence"] == pytest.approx(want["persistence"])
+    return got
+
+
+# --- hand-made sequences ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("knee", [3, 5, 8])
+def test_commitment_is_where_a_ramp_turns_into_a_straight_line(knee):
+    # s[t] = t^2 up to the knee, then a straight line: every second difference built
+    # from tokens >= knee is 0, the one straddling the knee is 1.
+    s = [t * t if t <= knee else knee * knee + 2 * knee * (t - knee) for t in range(knee + 6)]
+    tokens = [f"tok{t}" for t in range(len(s))]
+    got = assert_matches_oracle(s, threshold=0.5)
+    assert got["commitment_point"]["index"] == knee
+    assert metrics(s, 0.5, 0.5, tokens=tokens)["commitment_point"]["token"] == tokens[knee]
+
+
+def test_commitment_is_null_when_acceleration_never_settles():
+    s = [0, 1, 0, 1, 0, 1, 0]
+    assert assert_matches_oracle(s, threshold=0.5)["commitment_point"] is None
+    # settled everywhere but at the very end: still never committed
+    assert metrics([0, 0, 0, 0, 5], 0.5, 0.5)["commitment_point"] is None
+
+
+@pytest.mark.parametrize("s", [[], [2.0], [1.0, -3.0]])
+def test_fewer_than_three_tokens(s):
+    got = assert_matches_oracle(s)
+    assert got["acceleration"] == [] and got["commitment_point"] is None
+    assert len(got["velocity"]) == max(len(s) - 1, 0)
+    if len(s) < 2:
+        assert got["peak_velocity"] is None and got["mean_abs_velocity"] is None
+    if not s:
+        assert got["peak"] is None
+    if len(s) == 2:
+        assert got["peak"] == {"index": 1, "score": -3.0}  # the larger magnitude, negative
+        assert got["peak_velocity"] == -4.0 and got["peak_velocity_index"] == 1
+
+
+def test_flat_scores_are_committed_from_the_start_and_persist():
+    s = [1.5] * 6
+    got = assert_matches_oracle(s)
+    assert got["velocity"] == [0.0] * 5 and got["peak_velocity"] == 0.0 and got["mean_abs_velocity"] == 0.0
+    assert got["commitment_point"]["index"] == 0
+    assert got["peak"]["index"] == 0  # ties go to the first token
+    assert got["persistence"]["count"] == got["persistence"]["longest_run"] == 5
+
+
+def test_all_zero_scores_have_no_persistence():
+    got = assert_matches_oracle([0.0] * 5)
+    assert got["peak"] == {"index": 0, "score": 0.0}
+    assert got["persistence"] == {"count": 0, "longest_run": 0, "threshold": 0.0}
+
+
+def test_negative_peak_counts_persistence_on_its_own_side():
+    s = [0.0, -1.0, -5.0, -3.0, -4.0, 1.0, 4.0, -2.6, -2.7]
+    got = assert_matches_oracle(s)
+    assert got["peak"] == {"index": 2, "score": -5.0}
+    assert got["persistence"]["threshold"] == -2.5
+    # -3, -4 (run of 2), then +1, +4 swing to the other side (not counted), then -2.6, -2.7
+    assert (got["persistence"]["count"], got["persistence"]["longest_run"]) == (4, 2)
+    assert got["peak_velocity"] < 0  # signed: the largest change is the drop from 4.0 to -2.6
+
+
+def test_response_span_ignores_the_prompt():
+    prompt = [40.0, -3.0, 1.0]  # a huge BOS-like score that would own the peak
+    response = [0.5, 1.5, 2.0, 2.1, 2.2]
+    got = assert_matches_oracle(prompt + response, start=len(prompt))
+    alone = metrics(response, 0.5, 0.5)
+    assert got["peak"]["index"] == len(prompt) + alone["peak"]["index"]
+    assert got["peak_velocity"] == alone["peak_velocity"]
+    assert got["commitment_point"]["index"] == len(prompt) + alone["commitment_point"]["index"]
+
+
+def test_random_sequences_match_the_oracle():
+    rng = np.random.default_rng(0)
+    for n in range(0, 30):
+        s = np.cumsum(rng.normal(size=n)) * rng.choice([-1, 1])
+        s[rng.random(n) < 0.3] = 0.0
+        assert_matches_oracle(s.tolist(), threshold=float(rng.uniform(0.1, 2)), fraction=float(rng.uniform(0, 1)),
+                              start=int(rng.integers(0, n + 1)))
+
+
+# --- method resolution (parse time) -----------------------------------------------------------------
+
+def fake_plan(tmp_path, extract, files=()):
+    vectors = tmp_path / "experiments/x/t/extraction/vectors"
+    vectors.mkdir(parents=True)
+    for name in files:
+        (vectors / name).write_bytes(b"")
+    plan = Plan(experiment="x", exp_dir=str(tmp_path / "experiments/x"), model="m", model_path="m", model_files=[],
+                n_layers=4, prompts=["p"], shards=[[0]])
+    trait = TraitPlan(name="t", extract=extract, method="probe", layer=2, vector_path=str(vectors / "probe_layer2.pt"))
+    return plan, trait, str(vectors)
+
+
+def test_auto_is_the_traits_own_method_and_reuses_its_capture(tmp_path):
+    plan, trait, vectors = fake_plan(tmp_path, extract=True)
+    layer, methods = resolve_methods(plan, trait, ["auto", "probe", "mean_diff"], None)
+    assert layer == trait.layer
+    assert methods == [{"method": "probe", "vector": trait.vector_path, "reuse": True},
+                       {"method": "mean_diff", "vector": f"{vectors}/mean_diff_layer2.pt", "reuse": False}]
+
+
+def test_a_method_without_a_vector_is_a_clear_error(tmp_path):
+    plan, trait, _ = fake_plan(tmp_path, extract=False, files=["probe_layer2.pt", "ica_layer1.pt"])
+    with pytest.raises(TraitflowError, match=r"'ica'.*no vector at layer 2.*dynamics.methods"):
+        resolve_methods(plan, trait, ["auto", "ica"], None)
+    with pytest.raises(TraitflowError, match="dynamics.layer"):
+        resolve_methods(plan, trait, ["auto"], 4)
+
+
+# --- the workflow's dynamics files ------------------------------------------------------------------
+
+def dynamics_files(workdir, trait):
+    paths = glob.glob(os.path.join(workdir, EXP, trait, "inference/dynamics/prompt_*.json"))
+    return sorted(paths, key=lambda p: int(re.search(r"prompt_(\d+)", p)[1]))
+
+
+def load(path):
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def test_reused_scores_are_the_all_layers_projections(demo_run):
+    for trait in TRAITS:
+        paths = dynamics_files(demo_run["dir"], trait)
+        assert len(paths) == 10
+        for path in paths:
+            rec = load(path)
+            cap = torch.load(path.replace("dynamics", "residual_stream_activations").replace(".json", ".pt"),
+                             weights_only=True)
+            method = cap["metadata"]["method"]
+            assert rec["metadata"]["methods"][method]["source"] == "all-layers capture"
+            proj = torch.cat([cap["projections"]["prompt"], cap["projections"]["response"]]).numpy()
+            np.testing.assert_allclose(rec["scores"][method], proj[:, rec["layer"], SUBLAYERS.index(rec["point"])],
+                                       atol=1e-6, rtol=0)
+            assert rec["tokens"] == cap["prompt"]["tokens"] + cap["response"]["tokens"]
+            assert rec["n_prompt"] == cap["prompt"]["n_tokens"]
+
+
+def test_mean_diff_scores_equal_hidden_states_times_unit_vector(demo_run):
+    from transformers import AutoModelForCausalLM
+
+    workdir = demo_run["dir"]
+    model = AutoModelForCausalLM.from_pretrained(os.path.join(workdir, "resources/models/traitflow-demo"),
+                                                 dtype=torch.float32).eval()
+    for trait in TRAITS:
+        for path in dynamics_files(workdir, trait)[::3]:
+            rec = load(path)
+            assert rec["point"] == "residual_out" and rec["layer"] + 1 < model.config.num_hidden_layers
+            vector = torch.load(os.path.join(workdir, rec["metadata"]["methods"]["mean_diff"]["vector"]),
+                                weights_only=True).numpy().astype(np.float64)
+            with torch.no_grad():
+                out = model(input_ids=torch.tensor([rec["token_ids"]]), output_hidden_states=True)
+            # hidden_states[l + 1] is layer l's output (the last entry alone is normed)
+            hidden = out.hidden_states[rec["layer"] + 1][0].numpy().astype(np.float64)
+            np.testing.assert_allclose(rec["scores"]["mean_diff"], hidden @ (vector / np.linalg.norm(vector)),
+                                       atol=1e-4, rtol=1e-5)
+
+
+def test_json_metrics_are_those_of_its_scores(demo_run):
+    for trait in TRAITS:
+        for path in dynamics_files(demo_run["dir"], trait):
+            rec = load(path)
+            assert set(rec["scores"]) == {"probe", "mean_diff"} == set(rec["dynamics"])
+            start = rec["n_prompt"]  # the default span is the response
+            for method, scores in rec["scores"].items():
+                dyn, want = rec["dynamics"][method], ref_dynamics(scores, 0.1, 0.5, start)
+                np.testing.assert_allclose(dyn["velocity"], want["velocity"], atol=2e-6)
+                assert dyn["peak"]["index"] == want["peak"]["index"]
+                assert dyn["persistence"]["count"] == want["persistence"]["count"]
+                assert (dyn["commitment_point"] or {}).get("index") == (want["commitment_point"] or {}).get("index")
+                if dyn["commitment_point"]:
+                    assert dyn["commitment_point"]["token"] == rec["tokens"][dyn["commitment_point"]["index"]]
+
+
+# --- incremental behaviour --------------------------------------------------------------------------
+
+def scheduled(workdir, *args):
+    """[(rule, trait or None)] of a dry run."""
+    out = snakemake(workdir, "-n", "--quiet", "host", *args).stdout
+    jobs = []  # a job is a "rule NAME:" line and the indented lines under it
+    for line in out.splitlines():
+        rule = re.match(r"(?:local)?rule (\S+):$", line)
+        trait = re.match(r"    wildcards: .*trait=([^,\s]+)", line)
+        if rule:
+            jobs.append((rule[1], None))
+        elif trait and jobs:
+            jobs[-1] = (jobs[-1][0], trait[1])
+    return jobs
+
+
+def touch_vector(workdir, trait, name):
+    path = os.path.join(workdir, EXP, trait, "extraction/vectors", name)
+    torch.save(-torch.load(path, weights_only=True), path)
+    t = time.time() + 5
+    os.utime(path, (t, t))
+
+
+def test_changing_one_traits_vector_reruns_only_its_dynamics_and_the_tables(demo_copy):
+    touch_vector(demo_copy, "sycophancy", "probe_layer2.pt")
+    jobs = scheduled(demo_copy)
+    dynamics = [(r, t) for r, t in jobs if r.startswith("dynamics_shard")]
+    assert sorted(dynamics) == [(f"dynamics_shard{k}", "sycophancy") for k in range(3)]
+    assert [r for r, _ in jobs].count("dynamics_tables") == 1
+    assert {t for _, t in jobs} <= {"sycophancy", None}
+
+
+def test_changing_a_dynamics_only_vector_reruns_no_capture(demo_copy):
+    touch_vector(demo_copy, "refusal", "mean_diff_layer2.pt")
+    counts = dry_run(demo_copy)
+    assert not any(r.startswith(("capture", "generate", "extract")) for r in counts)
+    assert sum(n for r, n in counts.items() if r.startswith("dynamics_shard")) == 3
+    assert counts["dynamics_tables"] == 1
+
+
+def test_changing_a_metric_setting_reruns_dynamics_only(demo_copy):
+    with open(os.path.join(demo_copy, "persist.yaml"), "w") as fh:
+        yaml.safe_dump({"dynamics": {"persistence_fraction": 0.8}}, fh)
+    counts = dry_run(demo_copy, "--configfile", "persist.yaml")
+    assert not any(r.startswith(("capture", "generate", "extract")) for r in counts)
+    assert sum(n for r, n in counts.items() if r.startswith("dynamics_shard")) == 9  # 3 traits x 3 shards
+
+
+def test_captured_methods_only_never_load_the_model(demo_copy):
+    weights = os.path.join(demo_copy, "resources/models/traitflow-demo/model.safetensors")
+    stat = os.stat(weights)
+    with open(weights, "wb") as fh:
+        fh.write(b"not a model")  # loading it would fail
+    os.utime(weights, (stat.st_atime, stat.st_mtime))
+    with open(os.path.join(demo_copy, "auto.yaml"), "w") as fh:
+        yaml.safe_dump({"dynamics": {"methods": ["auto"]}}, fh)
+    target = f"{EXP}/uncertainty/inference/dynamics/prompt_0.json"
+    snakemake(demo_copy, target, "--cores", "1", "--configfile", "auto.yaml")
+    rec = load(os.path.join(demo_copy, target))
+    assert set(rec["scores"]) == {"probe"}
+
+
+def test_a_method_with_no_vector_fails_the_plan_in_one_line(demo_copy):
+    with open(os.path.join(demo_copy, "ica.yaml"), "w") as fh:
+        yaml.safe_dump({"dynamics": {"methods": ["auto", "ica"]}}, fh)
+    proc = snakemake(demo_copy, "-n", "--configfile", "ica.yaml", check=False)
+    assert proc.returncode != 0
+    assert re.search(r"traitflow \[plan\] error: .*dynamics method 'ica'.*fix:", proc.stdout)

@@ -1,0 +1,247 @@
+"""Single-layer deep dive against independent oracles, for every supported architecture, and in the workflow."""
+
+import glob
+import os
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import dry_run
+from traitflow.formats import load_json, load_pt
+from traitflow.generate import encode_prompt
+from traitflow.single_layer import capture_internals, decompose, internals_record, load_seed_format, model_dims
+from traitflow.verify import verify_single_layer
+
+PROMPTS = ["What is the capital of France?", "Hi", "Tell me a short story about a dragon who learns to read."]
+LAYERS = [0, 1]  # layer 1 is below the last layer, so hidden_states[2] is a raw residual
+RESPONSE_TOKENS = 5
+
+
+def sequences(tokenizer):
+    # Different lengths, so the capture batch really is padded.
+    return [encode_prompt(tokenizer, p, chat_template=False) + list(range(40, 45 + 2 * k)) for k, p in enumerate(PROMPTS)]
+
+
+def oracle_forward(model, seq, monkeypatch):
+    """A plain unpadded forward pass, with hooks written here, independent of traitflow's.
+
+    Post-rotary Q/K and the per-head outputs are what the eager attention kernel
+    itself receives and returns.
+    """
+    got = {l: {} for l in LAYERS}
+    handles = []
+    for l in LAYERS:
+        block = model.model.layers[l]
+        for name in ("q_proj", "k_proj", "v_proj"):
+            handles.append(getattr(block.self_attn, name).register_forward_hook(
+                lambda m, a, out, l=l, name=name: got[l].__setitem__(name, out[0])))
+        handles.append(block.mlp.register_forward_pre_hook(lambda m, a, l=l: got[l].__setitem__("mlp_in", a[0][0])))
+    module = sys.modules[type(model.model.layers[0].self_attn).__module__]
+    eager = module.eager_attention_forward
+
+    def recording_attention(attn, query, key, value, mask, **kw):
+        out, weights = eager(attn, query, key, value, mask, **kw)
+        if attn.layer_idx in got:
+            T = query.shape[2]
+            got[attn.layer_idx].update(q_rotary=query[0].transpose(0, 1).reshape(T, -1),
+                                       k_rotary=key[0].transpose(0, 1).reshape(T, -1), z=out[0].reshape(T, -1))
+        return out, weights
+
+    monkeypatch.setattr(module, "eager_attention_forward", recording_attention)
+    try:
+        with torch.no_grad():
+            out = model(input_ids=torch.tensor([seq]), output_hidden_states=True, output_attentions=True)
+    finally:
+        for h in handles:
+            h.remove()
+    return got, out
+
+
+@pytest.fixture(scope="module")
+def captured(tiny_model):
+    model, tokenizer, model_type = tiny_model
+    seqs = sequences(tokenizer)
+    return model, model_type, seqs, capture_internals(model, seqs, LAYERS, batch_size=8)
+
+
+def test_qkv_pre_and_post_rotary_equal_a_plain_forward_pass(captured, monkeypatch):
+    model, _, seqs, caps = captured
+    for seq, cap in zip(seqs, caps):
+        oracle, _ = oracle_forward(model, seq, monkeypatch)
+        for l in LAYERS:
+            for name in ("q_proj", "k_proj", "v_proj", "q_rotary", "k_rotary", "z"):
+                torch.testing.assert_close(cap[l]["attention"][name], oracle[l][name], atol=1e-5, rtol=1e-5)
+            # Rotary really happened: positions > 0 differ from the raw projection.
+            assert not torch.allclose(cap[l]["attention"]["q_rotary"][1:], cap[l]["attention"]["q_proj"][1:])
+
+
+def test_mlp_tensors_equal_a_plain_forward_pass(captured, monkeypatch):
+    model, _, seqs, caps = captured
+    for seq, cap in zip(seqs, caps):
+        oracle, _ = oracle_forward(model, seq, monkeypatch)
+        for l in LAYERS:
+            mlp, x = model.model.layers[l].mlp, oracle[l]["mlp_in"]
+            with torch.no_grad():
+                gate_act = mlp.act_fn(x @ mlp.gate_proj.weight.T)
+                up = x @ mlp.up_proj.weight.T
+                neurons = gate_act * up
+                expected = {"up_proj": up, "gate_act": gate_act, "neurons": neurons,
+                            "down_proj": neurons @ mlp.down_proj.weight.T}
+            for name, value in expected.items():
+                torch.testing.assert_close(cap[l]["mlp"][name], value, atol=1e-5, rtol=1e-5)
+
+
+def test_per_head_attention_and_residuals_equal_output_attentions_and_hidden_states(captured, monkeypatch):
+    model, _, seqs, caps = captured
+    for seq, cap in zip(seqs, caps):
+        _, out = oracle_forward(model, seq, monkeypatch)
+        for l in LAYERS:
+            assert cap[l]["attention"]["attn_weights"].shape == out.attentions[l][0].shape  # [heads, n, n]
+            torch.testing.assert_close(cap[l]["attention"]["attn_weights"], out.attentions[l][0], atol=1e-6, rtol=1e-5)
+            torch.testing.assert_close(cap[l]["residual"]["input"], out.hidden_states[l][0], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(cap[l]["residual"]["output"], out.hidden_states[l + 1][0], atol=1e-5, rtol=1e-5)
+
+
+def fake_response(seq, n_response):
+    n_prompt = len(seq) - n_response
+    side = lambda ids: {"text": "", "tokens": [str(i) for i in ids], "token_ids": ids, "n_tokens": len(ids)}
+    return {"prompt": side(seq[:n_prompt]), "response": side(seq[n_prompt:])}
+
+
+def rms_factor(norm, y):
+    """[T, d] factor of a Gemma-2 RMSNorm written out by hand: y * rsqrt(mean(y^2) + eps) * (1 + w)."""
+    return (1 / np.sqrt((y ** 2).mean(-1, keepdims=True) + norm.eps)) * (1 + norm.weight.detach().double().numpy())
+
+
+def test_decomposition_adds_up_to_residual_deltas(captured, monkeypatch):
+    model, model_type, seqs, caps = captured
+    d_mlp = model.config.intermediate_size
+    vector = torch.randn(model.config.hidden_size, generator=torch.Generator().manual_seed(7))
+    unit = vector.double().numpy() / np.linalg.norm(vector.double().numpy())
+    layer = 1
+    block = model.model.layers[layer]
+    for seq, cap in zip(seqs, caps):
+        rec = internals_record(fake_response(seq, RESPONSE_TOKENS), cap[layer], layer, model_dims(model), {})
+        dec, top = decompose(model, rec, vector, top_k=d_mlp)
+        oracle, out = oracle_forward(model, seq, monkeypatch)
+        resid_in, resid_out = (out.hidden_states[i][0].double().numpy() @ unit for i in (layer, layer + 1))
+
+        np.testing.assert_allclose(dec["residual_in"].numpy(), resid_in, atol=1e-4)
+        np.testing.assert_allclose(dec["residual_out"].numpy(), resid_out, atol=1e-4)
+        np.testing.assert_allclose((dec["attn_contribution"] + dec["mlp_contribution"]).numpy(),
+                                   resid_out - resid_in, atol=1e-4)
+        np.testing.assert_allclose(dec["attn_contribution"].numpy(), (dec["after_attn"] - dec["residual_in"]).numpy(),
+                                   atol=1e-4)
+        np.testing.assert_allclose(dec["head_contributions"].sum(0).numpy(), dec["attn_contribution"].numpy(), atol=1e-5)
+
+        # Each head through o_proj (and Gemma-2's post-attention norm, with the whole output's scale).
+        z, W_o = oracle[layer]["z"].double().numpy(), block.self_attn.o_proj.weight.detach().double().numpy()
+        hd, H = block.self_attn.head_dim, model.config.num_attention_heads
+        per_head = [z[:, h * hd:(h + 1) * hd] @ W_o[:, h * hd:(h + 1) * hd].T for h in range(H)]
+        factor = rms_factor(block.post_attention_layernorm, sum(per_head)) if model_type == "gemma2" else 1.0
+        np.testing.assert_allclose(dec["head_contributions"].numpy(),
+                                   np.stack([(y * factor) @ unit for y in per_head]), atol=1e-5)
+
+        # Each neuron through down_proj (and Gemma-2's post-feedforward norm).
+        mlp = block.mlp
+        x = oracle[layer]["mlp_in"]
+        neurons = (mlp.act_fn(x @ mlp.gate_proj.weight.T) * (x @ mlp.up_proj.weight.T)).detach().double().numpy()
+        W_d = mlp.down_proj.weight.detach().double().numpy()
+        factor = rms_factor(block.post_feedforward_layernorm, neurons @ W_d.T) if model_type == "gemma2" else 1.0
+        by_neuron = neurons * ((factor * unit) @ W_d)  # [T, d_mlp]
+        order = np.argsort(-np.abs(by_neuron).mean(0), kind="stable")
+        assert top["indices"][:5] == order[:5].tolist()
+        np.testing.assert_allclose(top["contributions"].numpy(), by_neuron[:, top["indices"]].T, atol=1e-5)
+        np.testing.assert_allclose(top["contributions"].sum(0).numpy(), dec["mlp_contribution"].numpy(), atol=1e-4)
+
+
+def test_internals_record_splits_prompt_and_response_like_the_seed(captured):
+    model, _, seqs, caps = captured
+    seq, cap = seqs[2], caps[2]
+    n_prompt = len(seq) - RESPONSE_TOKENS
+    rec = internals_record(fake_response(seq, RESPONSE_TOKENS), cap[1], 1, model_dims(model), {})
+    full = cap[1]["attention"]["attn_weights"]
+    rows = rec["internals"]["response"]["attention"]["attn_weights"]
+    assert len(rows) == RESPONSE_TOKENS
+    for j, row in enumerate(rows):
+        assert row.shape == (model.config.num_attention_heads, n_prompt + j + 1)
+        torch.testing.assert_close(row, full[:, n_prompt + j, : n_prompt + j + 1])
+    torch.testing.assert_close(rec["internals"]["prompt"]["attention"]["attn_weights"], full[:, :n_prompt, :n_prompt])
+    torch.testing.assert_close(rec["internals"]["response"]["mlp"]["neurons"], cap[1]["mlp"]["neurons"][n_prompt:])
+    assert verify_single_layer(rec) == []
+
+
+# --- the workflow -----------------------------------------------------------------------------
+
+DEMO_LAYERS = [1, 2]  # config.yaml single_layer.layers
+
+
+def demo_files(demo_run, pattern):
+    return sorted(glob.glob(os.path.join(demo_run["dir"], "experiments", "demo", pattern)))
+
+
+def test_workflow_writes_single_layer_files_for_two_layers(demo_run):
+    traits = sorted(os.path.basename(os.path.dirname(p)) for p in demo_files(demo_run, "*/extraction"))
+    n_prompts = len(demo_files(demo_run, "inference/responses/prompt_*.json"))
+    shared = demo_files(demo_run, "inference/layer_internal_states/prompt_*_layer*.pt")
+    assert len(shared) == n_prompts * len(DEMO_LAYERS)
+    for trait in traits:
+        for ext in ("pt", "json"):
+            files = demo_files(demo_run, f"{trait}/inference/layer_internal_states/prompt_*_layer*.{ext}")
+            assert sorted(os.path.basename(f) for f in files) == sorted(
+                f"prompt_{i}_layer{l}.{ext}" for i in range(n_prompts) for l in DEMO_LAYERS)
+
+
+def test_trait_file_agrees_with_the_all_layers_capture(demo_run):
+    """Same trait, prompt and vector: the residual projections and the head-mean attention match."""
+    for path in demo_files(demo_run, "*/inference/layer_internal_states/prompt_*_layer*.pt"):
+        trait_dir = os.path.dirname(os.path.dirname(os.path.dirname(path)))
+        prompt, layer = os.path.basename(path)[:-3].rsplit("_layer", 1)
+        layer = int(layer)
+        seed = load_seed_format(path)
+        whole = load_pt(os.path.join(trait_dir, "inference", "residual_stream_activations", f"{prompt}.pt"))
+        proj = torch.cat([whole["projections"]["prompt"], whole["projections"]["response"]])[:, layer]
+        for point, name in enumerate(("residual_in", "after_attn", "residual_out")):
+            torch.testing.assert_close(seed["decomposition"][name], proj[:, point], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(seed["internals"]["prompt"]["attention"]["attn_weights"].mean(0),
+                                   whole["attention_weights"]["prompt"][f"layer_{layer}"], atol=1e-6, rtol=1e-5)
+        assert seed["response"]["token_ids"] == whole["response"]["token_ids"]
+        mirror = load_json(path[:-3] + ".json")
+        np.testing.assert_allclose(mirror["decomposition"]["head_contributions"],
+                                   seed["decomposition"]["head_contributions"].numpy(), atol=1e-4)
+        assert mirror["top_neurons"]["indices"] == seed["top_neurons"]["indices"]
+
+
+def test_load_seed_format_returns_the_seed_dict(demo_run):
+    path = demo_files(demo_run, "refusal/inference/layer_internal_states/prompt_0_layer1.pt")[0]
+    seed = load_seed_format(path)
+    n_prompt, n_response = seed["prompt"]["n_tokens"], seed["response"]["n_tokens"]
+    meta = seed["metadata"]
+    assert seed["layer"] == meta["layer"] == 1
+    assert {"trait", "trait_display_name", "layer", "vector_path", "model", "capture_date", "temperature"} <= set(meta)
+    for side, n in (("prompt", n_prompt), ("response", n_response)):
+        internals = seed["internals"][side]
+        assert {"q_proj", "k_proj", "v_proj", "attn_weights"} <= set(internals["attention"])
+        assert {"up_proj", "gelu", "down_proj"} <= set(internals["mlp"])
+        assert set(internals["residual"]) == {"input", "after_attn", "output"}
+        assert internals["mlp"]["gelu"].shape == (n, meta["d_mlp"])
+        assert internals["residual"]["output"].shape == (n, meta["d_model"])
+    assert seed["internals"]["prompt"]["attention"]["attn_weights"].shape == (meta["n_heads"], n_prompt, n_prompt)
+    rows = seed["internals"]["response"]["attention"]["attn_weights"]
+    assert [r.shape for r in rows] == [(meta["n_heads"], n_prompt + j + 1) for j in range(n_response)]
+    assert verify_single_layer(seed) == []
+
+
+def test_new_vector_reruns_only_that_traits_decomposition(demo_copy):
+    """Not the shared internals: a trait's single-layer job needs no forward pass."""
+    for path in glob.glob(os.path.join(demo_copy, "experiments/demo/refusal/extraction/vectors/probe_layer*.pt")):
+        torch.save(-torch.load(path, weights_only=True), path)
+        later = time.time() + 5
+        os.utime(path, (later, later))
+    jobs = dry_run(demo_copy)
+    n_shards = len(glob.glob(os.path.join(demo_copy, "logs/demo/capture_layer_internals/shard*.log")))
+    assert {r: n for r, n in jobs.items() if "single_layer" in r or "internals" in r} == {
+        f"capture_single_layer_shard{s}": 1 for s in range(n_shards)}

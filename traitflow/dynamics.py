@@ -1,0 +1,193 @@
+"""Trait dynamics: per-token scores -> velocity, acceleration, peak, commitment, persistence.
+
+Pure numpy (the Snakefile imports this module at parse time through
+resolve_methods, so no torch here).
+
+Conventions, for a score sequence s[0..n-1] over the full token sequence
+(prompt tokens, then response tokens; every index below counts from the first
+prompt token):
+
+- velocity[k] = s[k+1] - s[k]                  (length n-1; np.diff)
+- acceleration[k] = s[k+2] - 2 s[k+1] + s[k]   (length n-2; np.diff twice)
+  Per token (the tidy table), velocity and acceleration are backward
+  differences: token t carries velocity[t-1] (the change token t brought) and
+  acceleration[t-2]; they are undefined (NaN) for the first one / two tokens.
+- The metrics are computed over a span: the response tokens (default) or all
+  tokens. Only differences whose tokens all lie in the span take part, so the
+  jump from the last prompt token to the first response token is not a
+  response velocity. The start of a sequence (BOS, chat-template tokens) often
+  has residual norms far above the rest, which would otherwise own every peak.
+- peak: the token with the largest |score| (first one on ties), with its signed
+  score; a negative peak is a peak.
+- peak_velocity: the signed velocity of largest magnitude (a sharp drop is
+  negative; abs() gives the magnitude), and peak_velocity_index, the token the
+  change arrived at (k + 1). mean_abs_velocity: mean of |velocity|.
+- commitment_point: the first token c from which the trajectory stays settled:
+  every acceleration[k] with k >= c (each built from tokens c, c+1, ... only)
+  has |acceleration| < commitment_threshold. Constant or straight-line scores
+  are committed from the span's first token. null when the span has fewer
+  than 3 tokens (no acceleration) or the last acceleration is not below the
+  threshold. The threshold is in score units (residual-stream units at the
+  chosen layer), so it depends on the model and layer.
+- persistence: tokens after the peak (strictly) whose score is beyond
+  threshold = persistence_fraction * peak score on the peak's side of zero
+  (score > threshold for a positive peak, score < threshold for a negative
+  one): their count and the longest run of consecutive such tokens. Tokens
+  that swing to the opposite sign do not count. All-zero scores have a zero
+  threshold and persistence 0.
+Edge cases: an empty span gives peak null and everything else null / 0; one
+token gives empty velocity (peak_velocity and mean_abs_velocity null).
+"""
+
+import numpy as np
+
+from .errors import TraitflowError
+from .vectors import EXTRACTED_METHODS, list_vectors
+
+DECIMALS = 6  # JSON floats: scores are float32 projections, so 6 decimals lose nothing that matters
+
+
+def velocity(scores):
+    return np.diff(np.asarray(scores, dtype=np.float64))
+
+
+def acceleration(scores):
+    return np.diff(np.asarray(scores, dtype=np.float64), n=2)
+
+
+def commitment_index(accel, threshold):
+    """First k such that |accel[k:]| < threshold everywhere; None if never (or no acceleration)."""
+    settled = np.abs(accel) < threshold
+    if settled.size == 0 or not settled[-1]:
+        return None
+    unsettled = np.flatnonzero(~settled)
+    return int(unsettled[-1] + 1) if unsettled.size else 0
+
+
+def longest_run(mask):
+    best = run = 0
+    for hit in mask:
+        run = run + 1 if hit else 0
+        best = max(best, run)
+    return best
+
+
+def persistence(scores, peak, fraction):
+    """Tokens after index peak beyond fraction * scores[peak] on the peak's side of zero."""
+    peak_score = scores[peak]
+    threshold = fraction * peak_score
+    after = np.sign(peak_score) * (scores[peak + 1:] - threshold) > 0
+    return {"count": int(after.sum()), "longest_run": longest_run(after), "threshold": float(threshold)}
+
+
+def metrics(scores, commitment_threshold, persistence_fraction, start=0, tokens=None):
+    """Dynamics of one score sequence, with metrics over tokens[start:] (see module docstring).
+
+    scores: [n] per-token scores over prompt + response. start: first token of
+    the span (n_prompt for the response span). Returned indices count from
+    token 0; velocity and acceleration cover the whole sequence.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    vel, acc = velocity(s), acceleration(s)
+    span, span_vel, span_acc = s[start:], vel[start:], acc[start:]
+    out = {"velocity": vel.tolist(), "acceleration": acc.tolist(),
+           "peak_velocity": None, "peak_velocity_index": None, "mean_abs_velocity": None,
+           "peak": None, "commitment_point": None,
+           "persistence": {"count": 0, "longest_run": 0, "threshold": None}}
+    if span_vel.size:
+        k = int(np.argmax(np.abs(span_vel)))
+        out.update(peak_velocity=float(span_vel[k]), peak_velocity_index=start + k + 1,
+                   mean_abs_velocity=float(np.abs(span_vel).mean()))
+    if span.size:
+        peak = int(np.argmax(np.abs(span)))
+        out["peak"] = {"index": start + peak, "score": float(span[peak])}
+        out["persistence"] = persistence(span, peak, persistence_fraction)
+    c = commitment_index(span_acc, commitment_threshold)
+    if c is not None:
+        out["commitment_point"] = {"index": start + c, "token": tokens[start + c] if tokens is not None else None}
+    return out
+
+
+def span_start(span, n_prompt):
+    return n_prompt if span == "response" else 0
+
+
+def _rounded(x):
+    if isinstance(x, float):
+        return round(x, DECIMALS)
+    if isinstance(x, dict):
+        return {k: _rounded(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_rounded(v) for v in x]
+    return x
+
+
+def dynamics_record(trait, response, layer, point, span, scores, settings, metadata):
+    """The per-(trait, prompt) dynamics JSON (formats agreed with the viewer).
+
+    response: the shared response record. scores: {method: [n_prompt + n_response]}.
+    settings: commitment_threshold and persistence_fraction. Scores are rounded
+    first, so the metrics are exactly those of the scores in the file.
+    """
+    tokens = response["prompt"]["tokens"] + response["response"]["tokens"]
+    n_prompt = response["prompt"]["n_tokens"]
+    start = span_start(span, n_prompt)
+    rounded = {m: np.round(np.asarray(s, dtype=np.float64), DECIMALS) for m, s in scores.items()}
+    return {
+        "trait": trait,
+        "prompt_index": response["prompt_index"],
+        "prompt_text": response["prompt"]["text"],
+        "response_text": response["response"]["text"],
+        "tokens": tokens,
+        "token_ids": response["prompt"]["token_ids"] + response["response"]["token_ids"],
+        "n_prompt": n_prompt,
+        "n_response": response["response"]["n_tokens"],
+        "layer": layer,
+        "point": point,
+        "span": span,
+        "span_start": start,
+        "scores": {m: s.tolist() for m, s in rounded.items()},
+        "dynamics": {m: _rounded(metrics(s, settings["commitment_threshold"], settings["persistence_fraction"],
+                                         start, tokens)) for m, s in rounded.items()},
+        "metadata": {**metadata, **settings},
+    }
+
+
+def resolve_methods(plan, trait, methods, layer):
+    """Which vector each dynamics method uses, and whether the all-layers capture already holds its scores.
+
+    'auto' is the trait's own method (the one its all-layers capture projected).
+    Every method uses its vector at the trait's vector layer, so methods compare
+    like for like; layer is where the residual is read (None: the vector layer).
+    Returns (layer, [{"method", "vector", "reuse"}]); raises TraitflowError for a
+    layer out of range or a method with no vector.
+    """
+    layer = trait.layer if layer is None else layer
+    if not 0 <= layer < plan.n_layers:
+        raise TraitflowError("config dynamics.layer", f"layer {layer} does not exist "
+                             f"(the model has layers 0-{plan.n_layers - 1})", "pick one of those, or null")
+    vectors_dir = f"{plan.exp_dir}/{trait.name}/extraction/vectors"
+    on_disk = list_vectors(vectors_dir)
+    resolved = []
+    for name in dict.fromkeys(trait.method if m == "auto" else m for m in methods):
+        if name == trait.method:
+            path = trait.vector_path
+        elif trait.extract and name in EXTRACTED_METHODS:
+            path = f"{vectors_dir}/{name}_layer{trait.layer}.pt"  # made by the extract rule
+        elif (name, trait.layer) in on_disk:
+            path = on_disk[(name, trait.layer)]
+        else:
+            raise TraitflowError(vectors_dir, f"dynamics method '{name}' of trait '{trait.name}' has no vector "
+                                 f"at layer {trait.layer} ({name}_layer{trait.layer}.pt)",
+                                 f"add that vector, or remove '{name}' from dynamics.methods")
+        resolved.append({"method": name, "vector": path, "reuse": name == trait.method})
+    return layer, resolved
+
+
+def plan_dynamics(plan, cfg):
+    """{trait: {"layer", "methods"}} for every runnable trait, from the config's dynamics section."""
+    planned = {}
+    for trait in plan.ok_traits:
+        layer, methods = resolve_methods(plan, trait, cfg["methods"], cfg["layer"])
+        planned[trait.name] = {"layer": layer, "methods": methods}
+    return planned

@@ -1,0 +1,97 @@
+"""The viewer's table of contents for one experiment: traits, prompts, and which JSON exist.
+
+The browser cannot list folders, so a small index says which files to fetch. Paths
+in it are relative to the experiment folder; the viewer resolves them against
+`experiments/{exp}/`. Only the standard library is used: this runs in a local job.
+"""
+
+import glob
+import json
+import os
+import re
+
+from . import SUBLAYERS, __version__
+
+INDEX_FORMAT = "traitflow-viewer-index/1"
+
+# Experiment-relative paths of the files the viewer reads (DESIGN section 2 layout).
+_PATTERNS = {
+    "response": re.compile(r"^inference/responses/prompt_(?P<prompt>\d+)\.json$"),
+    "all_layers": re.compile(r"^(?P<trait>[^/]+)/inference/residual_stream_activations/prompt_(?P<prompt>\d+)\.json$"),
+    "single_layer": re.compile(
+        r"^(?P<trait>[^/]+)/inference/layer_internal_states/prompt_(?P<prompt>\d+)_layer(?P<layer>\d+)\.json$"),
+    "dynamics": re.compile(r"^(?P<trait>[^/]+)/inference/dynamics/prompt_(?P<prompt>\d+)\.json$"),
+}
+
+
+def classify(relpath):
+    """(kind, trait, prompt, layer) for a viewer file, or None for anything else."""
+    relpath = relpath.replace(os.sep, "/")
+    for kind, pattern in _PATTERNS.items():
+        m = pattern.match(relpath)
+        if m:
+            d = m.groupdict()
+            layer = int(d["layer"]) if d.get("layer") else None
+            return kind, d.get("trait"), int(d["prompt"]), layer
+    return None
+
+
+def scan(exp_dir):
+    """Every file under exp_dir the viewer could read (for indexing outside Snakemake)."""
+    paths = glob.glob(os.path.join(exp_dir, "**", "prompt_*.json"), recursive=True)
+    return sorted(p for p in paths if classify(os.path.relpath(p, exp_dir)))
+
+
+def _read_json(path):
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def build_index(exp_dir, files, experiment, model, n_layers, traits):
+    """The index dict for the files listed (paths as given to Snakemake, i.e. under exp_dir).
+
+    traits: {name: {"method": str, "vector_layer": int}} in display order. Prompts
+    come from the shared response files among `files`; a trait's entry for a prompt
+    names its all-layers JSON, single-layer JSON per layer, and dynamics JSON, each
+    only when that file is among `files`.
+    """
+    prompts, entries = {}, {name: {} for name in traits}
+    for path in files:
+        relpath = os.path.relpath(path, exp_dir).replace(os.sep, "/")
+        found = classify(relpath)
+        if found is None:
+            continue
+        kind, trait, prompt, layer = found
+        if kind == "response":
+            prompts[prompt] = _prompt_entry(prompt, relpath, _read_json(path))
+            continue
+        entry = entries.setdefault(trait, {}).setdefault(str(prompt), {})
+        if kind == "single_layer":
+            entry.setdefault("single_layer", {})[str(layer)] = relpath
+        else:
+            entry[kind] = relpath
+    for entry in (e for per_trait in entries.values() for e in per_trait.values()):
+        if "single_layer" in entry:
+            entry["single_layer"] = dict(sorted(entry["single_layer"].items(), key=lambda kv: int(kv[0])))
+    return {
+        "format": INDEX_FORMAT,
+        "experiment": experiment,
+        "model": model,
+        "n_layers": n_layers,
+        "sublayers": list(SUBLAYERS),
+        "traitflow_version": __version__,
+        "traits": [{"name": name, **traits.get(name, {})} for name in entries],
+        "prompts": [prompts[i] for i in sorted(prompts)],
+        "files": {name: dict(sorted(per.items(), key=lambda kv: int(kv[0]))) for name, per in entries.items()},
+    }
+
+
+def _prompt_entry(index, relpath, response):
+    return {
+        "index": index,
+        "text": response["prompt"]["text"],
+        "n_prompt": response["prompt"]["n_tokens"],
+        "n_response": response["response"]["n_tokens"],
+        "response_text": response["response"]["text"],
+        "response": relpath,
+    }
