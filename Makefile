@@ -58,6 +58,6 @@ lint: $(VENV)/.installed
 	$(BIN)/snakemake --lint
 
 clean:
-	rm -rf logs resources/models .snakemake experiments/demo/inference experiments/demo/*/inference \
+	rm -rf logs manifests resources/models .snakemake experiments/demo/inference experiments/demo/*/inference \
 	       experiments/demo/*/extraction/vectors \
 	       experiments/demo/viewer experiments/demo/report report.html

@@ -6,12 +6,14 @@ for shard_id, indices in enumerate(PLAN.shards):
         name:
             f"capture_all_layers_shard{shard_id}"
         input:
-            responses=[response_path(i) for i in indices],
+            responses_done=manifest("generate", shard_id),
             vector=trait_vector,
             model=PLAN.model_files,
         output:
             **capture_outputs("{trait}", indices),
+            manifest=manifest("capture_all_layers", shard_id, "{trait}"),
         params:
+            responses=lambda w, indices=indices: [response_path(i) for i in indices],
             **model_params(),
             save_json=config["capture"]["save_json"],
             allow_model_mismatch=config["vector"]["allow_model_mismatch"],

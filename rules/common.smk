@@ -1,7 +1,8 @@
 # Config validation, the plan (traits, vectors, prompt shards) and path helpers.
+import json
+import os
 import time
 
-from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from traitflow import __version__
@@ -23,6 +24,7 @@ except TraitflowError as err:
 
 EXP = PLAN.exp_dir
 LOGS = f"logs/{PLAN.experiment}"
+MANIFESTS = f"manifests/{PLAN.experiment}"
 TRAITS = [t.name for t in PLAN.ok_traits]
 EXTRACT_TRAITS = [t.name for t in PLAN.ok_traits if t.extract]
 CONDA_ENV = "../envs/traitflow.yaml"
@@ -43,6 +45,25 @@ def model_params():
         "model_path": lambda wildcards: PLAN.model_path,
         "dtype": config["capture"]["dtype"],
     }
+
+
+def manifest(stage, shard_id, trait="_shared"):
+    """A job's manifest (written last, listing its files): what downstream rules depend on.
+
+    Depending on per-prompt files instead makes Snakemake match each path against
+    every output pattern under experiments/{exp}/: ~20 s of planning at 10 traits
+    x 200 prompts. "_shared" cannot clash with a trait (names start alphanumeric).
+    """
+    return f"{MANIFESTS}/{trait}/{stage}_shard{shard_id}.json"
+
+
+def manifests(stage, traits=None):
+    owners = traits if traits is not None else ["_shared"]
+    return [manifest(stage, k, t) for t in owners for k in range(len(PLAN.shards))]
+
+
+def shards_of(indices):
+    return sorted({k for k, shard in enumerate(PLAN.shards) if set(shard) & set(indices)})
 
 
 def response_path(i):
@@ -67,12 +88,18 @@ def dynamics_extra_methods(trait):
     return [m for m in DYNAMICS[trait]["methods"] if not m["reuse"]]
 
 
-def dynamics_captures(indices):
-    def captures(wildcards):
-        if not any(m["reuse"] for m in DYNAMICS[wildcards.trait]["methods"]):
-            return []
-        return [all_layers_path(wildcards.trait, i, "pt") for i in indices]
-    return captures
+def dynamics_reuses_capture(trait):
+    return any(m["reuse"] for m in DYNAMICS[trait]["methods"])
+
+
+def dynamics_captures(shard_id, indices):
+    """The all-layers captures a dynamics job reads: (manifest input, file list param)."""
+    def done(wildcards):
+        return [manifest("capture_all_layers", shard_id, wildcards.trait)] if dynamics_reuses_capture(wildcards.trait) else []
+
+    def files(wildcards):
+        return [all_layers_path(wildcards.trait, i, "pt") for i in indices] if dynamics_reuses_capture(wildcards.trait) else []
+    return done, files
 
 
 def dynamics_vectors(wildcards):
@@ -99,8 +126,8 @@ def single_layers():
     layers = sorted(config["single_layer"]["layers"])
     missing = [l for l in layers if l >= PLAN.n_layers]
     if missing:
-        raise WorkflowError(f"traitflow [plan] error: config single_layer.layers: {missing} do not exist "
-                            f"(the model has layers 0-{PLAN.n_layers - 1}); fix: pick from those")
+        exit_with_error("plan", TraitflowError("config single_layer.layers", f"{missing} do not exist "
+                                               f"(the model has layers 0-{PLAN.n_layers - 1})", "pick from those"))
     return layers
 
 
@@ -159,8 +186,8 @@ def report_layer():
     if layer is None:
         return PLAN.n_layers // 2
     if layer >= PLAN.n_layers:
-        raise WorkflowError(f"traitflow [plan] error: config report.layer: layer {layer} does not exist "
-                            f"(the model has layers 0-{PLAN.n_layers - 1}); fix: pick one of those")
+        exit_with_error("plan", TraitflowError("config report.layer", f"layer {layer} does not exist "
+                                               f"(the model has layers 0-{PLAN.n_layers - 1})", "pick one of those"))
     return layer
 
 
@@ -170,8 +197,28 @@ def report_targets():
     return [f"{EXP}/report/heatmaps/{trait}" for trait in TRAITS] + [f"{EXP}/report/cross_trait"]
 
 
+def trait_manifests(traits):
+    stages = ["capture_all_layers", "dynamics"] + (["capture_single_layer"] if SINGLE_LAYERS else [])
+    return [m for stage in stages for m in manifests(stage, traits)]
+
+
+def lost_files():
+    """Files that a finished job's manifest lists but that are gone from disk.
+
+    The targets are manifests, and Snakemake checks only requested outputs, so a
+    deleted per-prompt file is requested here to make its job rerun. A cold run
+    has no manifests yet and requests nothing extra.
+    """
+    lost = []
+    planned = trait_manifests(TRAITS) + manifests("generate") + (manifests("capture_layer_internals") if SINGLE_LAYERS else [])
+    for path in filter(os.path.exists, planned):
+        with open(path, encoding="utf-8") as fh:
+            lost += [f for f in json.load(fh)["files"] if not os.path.exists(f)]
+    return lost
+
+
 def all_targets():
-    return ([p for trait in TRAITS for p in trait_targets(trait)] + [f"{EXP}/viewer/index.json"] + report_targets()
+    return (trait_manifests(TRAITS) + lost_files() + [f"{EXP}/viewer/index.json"] + report_targets()
             + list(dynamics_tables_outputs().values()))
 
 

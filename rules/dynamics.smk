@@ -4,18 +4,22 @@
 # and a job whose methods are all captured loads no model.
 
 for shard_id, indices in enumerate(PLAN.shards):
+    captures_done, capture_files = dynamics_captures(shard_id, indices)
 
     rule:
         name:
             f"dynamics_shard{shard_id}"
         input:
-            responses=[response_path(i) for i in indices],
-            captures=dynamics_captures(indices),
+            responses_done=manifest("generate", shard_id),
+            captures_done=captures_done,
             vectors=dynamics_vectors,
             model=dynamics_model_files,
         output:
-            [dynamics_path("{trait}", i) for i in indices],
+            files=[dynamics_path("{trait}", i) for i in indices],
+            manifest=manifest("dynamics", shard_id, "{trait}"),
         params:
+            responses=lambda w, indices=indices: [response_path(i) for i in indices],
+            captures=capture_files,
             **model_params(),
             allow_model_mismatch=config["vector"]["allow_model_mismatch"],
             trait=lambda w: w.trait,

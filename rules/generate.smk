@@ -10,7 +10,8 @@ for shard_id, indices in enumerate(PLAN.shards):
         input:
             model=PLAN.model_files,
         output:
-            [response_path(i) for i in indices],
+            files=[response_path(i) for i in indices],
+            manifest=manifest("generate", shard_id),
         params:
             **model_params(),
             indices=indices,

@@ -12,7 +12,7 @@ localrules:
 
 rule report_heatmaps:
     input:
-        captures=[all_layers_path("{trait}", i, "pt") for i in report_prompts()],
+        captures_done=[manifest("capture_all_layers", k, "{trait}") for k in shards_of(report_prompts())],
     output:
         report(
             directory(f"{EXP}/report/heatmaps/{{trait}}"),
@@ -23,6 +23,7 @@ rule report_heatmaps:
             labels={"trait": "{trait}", "prompt": "{prompt}"},
         ),
     params:
+        captures=lambda w: [all_layers_path(w.trait, i, "pt") for i in report_prompts()],
         prompts=report_prompts(),
         point=config["report"]["point"],
     log:
@@ -35,7 +36,7 @@ rule report_heatmaps:
 
 rule report_cross_trait:
     input:
-        captures=[all_layers_path(t, i, "pt") for t in TRAITS for i in report_prompts()],
+        captures_done=[manifest("capture_all_layers", k, t) for t in TRAITS for k in shards_of(report_prompts())],
     output:
         report(
             directory(f"{EXP}/report/cross_trait"),
@@ -45,6 +46,7 @@ rule report_cross_trait:
             labels={"prompt": "{prompt}"},
         ),
     params:
+        captures=lambda w: [all_layers_path(t, i, "pt") for t in TRAITS for i in report_prompts()],
         traits=TRAITS,
         prompts=report_prompts(),
         layer=report_layer(),

@@ -10,12 +10,14 @@ if SINGLE_LAYERS:
             name:
                 f"capture_layer_internals_shard{shard_id}"
             input:
-                responses=[response_path(i) for i in indices],
+                responses_done=manifest("generate", shard_id),
                 model=PLAN.model_files,
             output:
-                [internals_path(i, l) for i in indices for l in SINGLE_LAYERS],
+                files=[internals_path(i, l) for i in indices for l in SINGLE_LAYERS],
+                manifest=manifest("capture_layer_internals", shard_id),
             params:
                 **model_params(),
+                responses=lambda w, indices=indices: [response_path(i) for i in indices],
                 layers=SINGLE_LAYERS,
             log:
                 f"{LOGS}/capture_layer_internals/shard{shard_id}.log",
@@ -30,13 +32,15 @@ if SINGLE_LAYERS:
             name:
                 f"capture_single_layer_shard{shard_id}"
             input:
-                internals=[internals_path(i, l) for i in indices for l in SINGLE_LAYERS],
+                internals_done=manifest("capture_layer_internals", shard_id),
                 vector=trait_vector,
                 model=PLAN.model_files,
             output:
                 **single_layer_outputs("{trait}", indices),
+                manifest=manifest("capture_single_layer", shard_id, "{trait}"),
             params:
                 **model_params(),
+                internals=lambda w, indices=indices: [internals_path(i, l) for i in indices for l in SINGLE_LAYERS],
                 save_json=config["capture"]["save_json"],
                 allow_model_mismatch=config["vector"]["allow_model_mismatch"],
                 top_neurons=config["single_layer"]["top_neurons"],

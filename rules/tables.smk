@@ -7,9 +7,11 @@ localrules:
 
 rule dynamics_tables:
     input:
-        dynamics=[dynamics_path(t, i) for t in TRAITS for i in range(len(PLAN.prompts))],
+        dynamics_done=manifests("dynamics", TRAITS),
     output:
         **dynamics_tables_outputs(),
+    params:
+        dynamics=lambda w: [dynamics_path(t, i) for t in TRAITS for i in range(len(PLAN.prompts))],
     log:
         f"{LOGS}/tables/dynamics.log",
     conda:

@@ -1,5 +1,5 @@
 # The browser viewer's index: which traits, prompts and JSON files an experiment has.
-# It depends on every file it lists, so it is rebuilt whenever a capture changes.
+# It depends on the manifests of every job whose files it lists, so it is rebuilt whenever a capture is.
 
 
 localrules:
@@ -8,11 +8,13 @@ localrules:
 
 rule viewer_index:
     input:
-        responses=[response_path(i) for i in range(len(PLAN.prompts))],
-        captures=viewer_files(),
+        responses_done=manifests("generate"),
+        captures_done=trait_manifests(TRAITS),
     output:
         f"{EXP}/viewer/index.json",
     params:
+        responses=lambda w: [response_path(i) for i in range(len(PLAN.prompts))],
+        captures=lambda w: viewer_files(),
         experiment=PLAN.experiment,
         model=config["model"],
         n_layers=PLAN.n_layers,

@@ -17,7 +17,7 @@ def main(smk):
     check_vector_model(smk.input.vector, p.model, p.allow_model_mismatch)
     vector = load_vector(smk.input.vector, model_config(smk.config)["hidden_size"])  # refused before a model loads
     model = load_model(p.model_path, smk.config["capture"]["device"], p.dtype, eager=True)
-    responses = [load_json(path) for path in smk.input.responses]
+    responses = [load_json(path) for path in p.responses]
     sequences = [r["prompt"]["token_ids"] + r["response"]["token_ids"] for r in responses]
     captures = capture(model, sequences, vector[None], batch_size=smk.config["capture"]["batch_size"])
     metadata = {"trait": p.trait, "trait_display_name": p.trait.replace("_", " ").title(),
@@ -25,7 +25,7 @@ def main(smk):
                 "model": p.model, "dtype": str(next(model.parameters()).dtype).removeprefix("torch.")}
     for k, (resp, cap) in enumerate(zip(responses, captures)):
         meta = {**metadata, "temperature": resp["settings"]["temperature"], "seed": resp["seed"],
-                "generation": resp["settings"], "response_source": smk.input.responses[k]}
+                "generation": resp["settings"], "response_source": p.responses[k]}
         record = all_layers_record(resp, cap.projections[..., 0], cap.attention, meta)
         check(record, "all_layers", smk.output.pt[k])
         save_pt(record, smk.output.pt[k])

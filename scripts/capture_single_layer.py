@@ -22,7 +22,7 @@ def main(smk):
     metadata = {"trait": p.trait, "trait_display_name": p.trait.replace("_", " ").title(),
                 "vector_path": smk.input.vector, "method": p.vector["method"], "vector_layer": p.vector["layer"],
                 "model": p.model}
-    for k, internals_path in enumerate(smk.input.internals):
+    for k, internals_path in enumerate(p.internals):
         internals = load_pt(internals_path)
         decomposition, top = decompose(model, internals, vector, p.top_neurons)
         path = smk.output.pt[k]

@@ -13,15 +13,15 @@ def main(smk):
 
     p = smk.params
     model = load_model(p.model_path, smk.config["capture"]["device"], p.dtype, eager=True)
-    responses = [load_json(path) for path in smk.input.responses]
+    responses = [load_json(path) for path in p.responses]
     sequences = [r["prompt"]["token_ids"] + r["response"]["token_ids"] for r in responses]
     captured = capture_internals(model, sequences, p.layers, batch_size=smk.config["capture"]["batch_size"])
     dims = model_dims(model)
     metadata = {"model": p.model, "dtype": str(next(model.parameters()).dtype).removeprefix("torch.")}
-    outputs = iter(smk.output)
+    outputs = iter(smk.output.files)
     for k, (resp, layers) in enumerate(zip(responses, captured)):
         meta = {**metadata, "temperature": resp["settings"]["temperature"], "seed": resp["seed"],
-                "generation": resp["settings"], "response_source": smk.input.responses[k]}
+                "generation": resp["settings"], "response_source": p.responses[k]}
         for layer in p.layers:  # output order: prompt-major, then layer (rules/single_layer.smk)
             path = next(outputs)
             record = internals_record(resp, layers[layer], layer, dims, meta)

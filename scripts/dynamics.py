@@ -53,11 +53,11 @@ def main(smk):
 
     p = smk.params
     point = SUBLAYERS.index(p.point)
-    responses = [load_json(path) for path in smk.input.responses]
+    responses = [load_json(path) for path in p.responses]
     scores = {}  # method -> [[tokens] per prompt]
     for m in p.methods:
         if m["reuse"]:  # the trait's own method: its all-layers capture holds these numbers
-            scores[m["method"]] = captured_scores(smk.input.captures, responses, p.layer, point)
+            scores[m["method"]] = captured_scores(p.captures, responses, p.layer, point)
     extra = [m for m in p.methods if not m["reuse"]]
     if extra:
         scores.update(forward_scores(smk, extra, responses, p.layer, point))
@@ -68,14 +68,14 @@ def main(smk):
     dtype = resolve_dtype(p.dtype, resolve_device(smk.config["capture"]["device"]))
     for k, resp in enumerate(responses):
         meta = {"methods": sources, "vector_layer": p.vector["layer"], "model": p.model,
-                "dtype": str(dtype).removeprefix("torch."), "response_source": smk.input.responses[k],
+                "dtype": str(dtype).removeprefix("torch."), "response_source": p.responses[k],
                 "traitflow_version": __version__, "created": now()}
-        if smk.input.captures:
-            meta["all_layers_source"] = smk.input.captures[k]
+        if p.captures:
+            meta["all_layers_source"] = p.captures[k]
         record = dynamics_record(p.trait, resp, p.layer, p.point, p.span,
                                  {m["method"]: scores[m["method"]][k] for m in p.methods}, settings, meta)
-        save_json(record, smk.output[k])
-        logging.info("%s: %d tokens", smk.output[k], len(record["tokens"]))
+        save_json(record, smk.output.files[k])
+        logging.info("%s: %d tokens", smk.output.files[k], len(record["tokens"]))
 
 
 run_script(snakemake, main)  # noqa: F821

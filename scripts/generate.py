@@ -18,7 +18,7 @@ def main(smk):
     responses = generate(model, prompt_ids, stop_ids(model, tokenizer), gen["max_new_tokens"],
                          gen["temperature"], gen["top_p"], gen["seed"], gen["batch_size"],
                          seed_offsets=smk.params.indices)
-    for index, text, ids, resp, path in zip(smk.params.indices, smk.params.prompts, prompt_ids, responses, smk.output):
+    for index, text, ids, resp, path in zip(smk.params.indices, smk.params.prompts, prompt_ids, responses, smk.output.files):
         save_json(response_record(index, text, ids, resp, tokenizer, gen, smk.params.model), path, indent=1)
         logging.info("prompt %d: %d prompt + %d response tokens", index, len(ids), len(resp))
 

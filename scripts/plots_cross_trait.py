@@ -12,7 +12,7 @@ def main(smk):
     p = smk.params
     out_dir = smk.output[0]
     os.makedirs(out_dir, exist_ok=True)
-    paths = iter(smk.input.captures)  # trait-major: every prompt of trait 0, then trait 1, ...
+    paths = iter(smk.params.captures)  # trait-major: every prompt of trait 0, then trait 1, ...
     by_trait = {trait: {i: next(paths) for i in p.prompts} for trait in p.traits}
     for i in p.prompts:
         records = {trait: load_pt(by_trait[trait][i]) for trait in p.traits}

@@ -11,7 +11,7 @@ def main(smk):
 
     out_dir = smk.output[0]
     os.makedirs(out_dir, exist_ok=True)
-    for i, path in zip(smk.params.prompts, smk.input.captures):
+    for i, path in zip(smk.params.prompts, smk.params.captures):
         save_figure(heatmap_figure(load_pt(path), smk.params.point), os.path.join(out_dir, f"prompt_{i}.png"))
 
 

@@ -13,7 +13,7 @@ import yaml
 
 from conftest import dry_run, snakemake
 from traitflow import SUBLAYERS
-from traitflow.dynamics import metrics, resolve_methods
+from traitflow.dynamics import metrics, plan_dynamics, resolve_methods
 from traitflow.errors import TraitflowError
 from traitflow.workflow import Plan, TraitPlan
 
@@ -177,6 +177,19 @@ def test_a_method_without_a_vector_is_a_clear_error(tmp_path):
         resolve_methods(plan, trait, ["auto", "ica"], None)
     with pytest.raises(TraitflowError, match="dynamics.layer"):
         resolve_methods(plan, trait, ["auto"], 4)
+
+
+def test_a_method_missing_for_one_trait_leaves_only_that_traits_dynamics_without_it(tmp_path, capsys):
+    plan, extracted, vectors = fake_plan(tmp_path, extract=True)
+    brought = TraitPlan(name="u", method="probe", layer=2, vector_path=f"{tmp_path}/experiments/x/u/probe_layer2.pt")
+    plan.traits = {"t": extracted, "u": brought}
+    planned = plan_dynamics(plan, {"methods": ["auto", "mean_diff"], "layer": None})
+    assert [m["method"] for m in planned["t"]["methods"]] == ["probe", "mean_diff"]
+    assert [m["method"] for m in planned["u"]["methods"]] == ["probe"]
+    assert "dynamics method 'mean_diff' of trait 'u' has no vector" in capsys.readouterr().err
+    plan.traits = {"u": brought}  # no trait has it: a config mistake, one clear error
+    with pytest.raises(TraitflowError, match="'mean_diff' of trait 'u'"):
+        plan_dynamics(plan, {"methods": ["auto", "mean_diff"], "layer": None})
 
 
 # --- the workflow's dynamics files ------------------------------------------------------------------

@@ -80,3 +80,12 @@ def test_changing_generation_settings_regenerates_everything(demo_copy):
         fh.write("generation:\n  max_new_tokens: 11\n")
     counts = dry_run(demo_copy, "--configfile", "longer.yaml")
     assert {r for r in counts if r.startswith("generate")} == {"generate_shard0", "generate_shard1", "generate_shard2"}
+
+
+def test_a_deleted_output_file_reruns_only_the_job_that_wrote_it(demo_copy):
+    os.remove(os.path.join(demo_copy, EXP, "refusal/inference/dynamics/prompt_5.json"))  # shard 1
+    os.remove(os.path.join(demo_copy, EXP, "inference/responses/prompt_9.json"))  # shard 2, shared
+    counts = dry_run(demo_copy)
+    assert counts.get("generate_shard2") == 1 and not {"generate_shard0", "generate_shard1"} & set(counts)
+    assert capture_jobs(counts) == {"capture_all_layers_shard2": 3}  # every trait reads the regenerated response
+    assert counts.get("dynamics_shard1") == 1  # refusal's, for the deleted file

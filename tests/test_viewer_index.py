@@ -80,18 +80,16 @@ def test_demo_index_lists_every_viewer_file_the_workflow_wrote(demo_run):
         assert capture["metadata"]["sublayers"] == index["sublayers"]
 
 
-def test_index_is_rebuilt_when_a_capture_it_lists_changes(demo_copy):
-    path = os.path.join(demo_copy, EXP, "sycophancy/inference/residual_stream_activations/prompt_3.json")
-    with open(path, encoding="utf-8") as fh:
-        capture = json.load(fh)
-    capture["metadata"]["capture_date"] = "recaptured"  # new content: Snakemake ignores a bare touch
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(capture, fh)
+def test_index_is_rebuilt_when_a_capture_it_lists_is_redone(demo_copy):
+    import torch
+    vec = os.path.join(demo_copy, EXP, "sycophancy/extraction/vectors/probe_layer2.pt")
+    torch.save(-torch.load(vec, weights_only=True), vec)  # new content: Snakemake ignores a bare touch
     t = time.time() + 5
-    os.utime(path, (t, t))
+    os.utime(vec, (t, t))
     counts = dry_run(demo_copy)
     assert counts.get("viewer_index") == 1
-    assert not [r for r in counts if r.startswith(("capture", "generate", "extract"))]
+    assert sum(n for r, n in counts.items() if r.startswith("capture_all_layers")) == 3  # sycophancy's shards
+    assert not [r for r in counts if r.startswith(("generate", "extract"))]
 
 
 @pytest.fixture

@@ -39,6 +39,8 @@ Edge cases: an empty span gives peak null and everything else null / 0; one
 token gives empty velocity (peak_velocity and mean_abs_velocity null).
 """
 
+import sys
+
 import numpy as np
 
 from .errors import TraitflowError
@@ -185,9 +187,24 @@ def resolve_methods(plan, trait, methods, layer):
 
 
 def plan_dynamics(plan, cfg):
-    """{trait: {"layer", "methods"}} for every runnable trait, from the config's dynamics section."""
-    planned = {}
+    """{trait: {"layer", "methods"}} for every runnable trait, from the config's dynamics section.
+
+    A method with no vector for some traits is left out of those traits' dynamics
+    (with a warning), so one trait that brings only its own vector does not stop
+    the others; a method no trait has is a config mistake and stops the plan.
+    """
+    planned, missing = {}, {}
     for trait in plan.ok_traits:
-        layer, methods = resolve_methods(plan, trait, cfg["methods"], cfg["layer"])
+        layer, methods = resolve_methods(plan, trait, [], cfg["layer"])
+        for name in cfg["methods"]:
+            try:
+                methods += [m for m in resolve_methods(plan, trait, [name], cfg["layer"])[1] if m not in methods]
+            except TraitflowError as err:
+                missing.setdefault(name, []).append(err)
         planned[trait.name] = {"layer": layer, "methods": methods}
+    for errors in missing.values():
+        if len(errors) == len(plan.ok_traits):
+            raise errors[0]
+        for err in errors:
+            print(f"traitflow [plan] warning: {err.where}: {err.problem} (left out of its dynamics)", file=sys.stderr)
     return planned
