@@ -5,7 +5,6 @@ import time
 
 from snakemake.utils import validate
 
-from traitflow import __version__
 from traitflow.dynamics import plan_dynamics
 from traitflow.errors import TraitflowError, exit_with_error
 from traitflow.summary import print_run_summary
@@ -213,7 +212,9 @@ def lost_files():
     planned = trait_manifests(TRAITS) + manifests("generate") + (manifests("capture_layer_internals") if SINGLE_LAYERS else [])
     for path in filter(os.path.exists, planned):
         with open(path, encoding="utf-8") as fh:
-            lost += [f for f in json.load(fh)["files"] if not os.path.exists(f)]
+            text = fh.read()
+        # `snakemake --touch` leaves empty manifests: they list nothing to check.
+        lost += [f for f in (json.loads(text)["files"] if text else []) if not os.path.exists(f)]
     return lost
 
 
