@@ -355,3 +355,11 @@ def test_summary_names_own_and_shared_failures(tmp_path):
     ]
     assert format_summary(rows).splitlines()[2].split() == ["a", "0", "0", "1", "[capture_all_layers_shard0", "+1",
                                                             "jobs]", "v:", "bad"]
+
+
+def test_written_files_get_the_mode_a_plain_open_would_give(tmp_path):
+    from traitflow.formats import save_json
+    plain = tmp_path / "plain.json"
+    plain.write_text("{}")
+    save_json({}, str(tmp_path / "atomic.json"))
+    assert os.stat(tmp_path / "atomic.json").st_mode & 0o777 == os.stat(plain).st_mode & 0o777

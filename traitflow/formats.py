@@ -15,6 +15,10 @@ from . import SUBLAYERS, __version__
 from .errors import TraitflowError
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 def atomic_write(path, write):
     """Write through write(tmp_path) then rename, so a crash never leaves a half file.
 
@@ -27,6 +31,8 @@ def atomic_write(path, write):
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     os.close(fd)
     try:
+        # mkstemp creates 0600; give the file the mode open() would (shared clusters read results).
+        os.chmod(tmp, 0o666 & ~_UMASK)
         write(tmp)
         os.replace(tmp, path)
     except BaseException:
