@@ -32,7 +32,7 @@ bench-full: $(VENV)/.installed
 # a no-op when chromium is already on PATH.
 browser-deps:
 	@command -v chromium >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	  $$SUDO apt-get update && $$SUDO apt-get install -y chromium; }
+	  $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -o DPkg::Lock::Timeout=300 chromium; }
 
 # Cluster extras, kept out of the default environment: the Slurm executor plugin probes
 # Slurm at every snakemake start-up. README "Cluster (Slurm)".
