@@ -1,6 +1,10 @@
 # traitflow: trait vectors through a language model, token by token and layer by layer.
 # Stages live in rules/*.smk; path helpers and config parsing in rules/common.smk.
+import os
+
 from snakemake.utils import min_version
+
+from traitflow.modeling import read_auto_or_value
 
 min_version("9.0")
 
@@ -8,7 +12,25 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+# An experiment may carry its own settings, experiments/{experiment}/config.yaml: merged over
+# config.yaml and under --configfile/--config (Snakemake re-applies those after every configfile).
+EXPERIMENT_CONFIG = f"experiments/{config.get('experiment')}/config.yaml"
+if isinstance(config.get("experiment"), str) and os.path.isfile(EXPERIMENT_CONFIG):
+
+    configfile: EXPERIMENT_CONFIG
+
+
+# `--config 'resources={gpu: 1}'` gives the string '1' (in config and in the overrides common.smk re-reads)
+read_auto_or_value(config)
+read_auto_or_value(workflow.config_settings.config)
+
+
 include: "rules/common.smk"
+
+
+MODEL_SETTINGS = resolve_model_settings()  # dtype, device, GPUs, memory, chat template: concrete from here on
+
+
 include: "rules/model.smk"
 include: "rules/extract.smk"
 include: "rules/generate.smk"

@@ -1,26 +1,30 @@
-# All-layers capture: one job per (trait, prompt shard), one teacher-forced pass per batch.
+# All-layers capture: one job per prompt shard FOR EVERY TRAIT. One model load and one
+# teacher-forced pass per batch project every trait's vector (and the other dynamics
+# methods' vectors) at once; the trait-independent data (attention, residual norms, the
+# logit lens) is written once per prompt. A new trait or vector reruns this pass, never generation.
 
 for shard_id, indices in enumerate(PLAN.shards):
 
     rule:
         name:
-            f"capture_all_layers_shard{shard_id}"
+            f"capture_shard{shard_id}"
         input:
             responses_done=manifest("generate", shard_id),
-            vector=trait_vector,
+            vectors=capture_vectors(),
             model=PLAN.model_files,
         output:
-            **capture_outputs("{trait}", indices),
-            manifest=manifest("capture_all_layers", shard_id, "{trait}"),
+            **capture_outputs(indices),
+            manifest=manifest("capture", shard_id),
         params:
-            responses=lambda w, indices=indices: [response_path(i) for i in indices],
+            responses=[response_path(i) for i in indices],
+            indices=indices,
+            traits=capture_traits(),
+            dynamics=capture_dynamics_params(),
             **model_params(),
             save_json=config["capture"]["save_json"],
-            allow_model_mismatch=config["vector"]["allow_model_mismatch"],
-            trait=lambda w: w.trait,
-            vector=trait_settings,
+            logit_lens_top_k=config["capture"]["logit_lens_top_k"] if config["capture"]["logit_lens"] else 0,
         log:
-            f"{LOGS}/capture_all_layers/{{trait}}_shard{shard_id}.log",
+            f"{LOGS}/capture/shard{shard_id}.log",
         resources:
             **config["resources"],
         conda:

@@ -9,7 +9,7 @@ from traitflow.dynamics import plan_dynamics
 from traitflow.errors import TraitflowError, exit_with_error
 from traitflow.summary import print_run_summary
 from traitflow.vectors import EXTRACTED_METHODS, metadata_path, vector_filename
-from traitflow.workflow import DEMO_MODEL_DIR, check_config, make_plan
+from traitflow.workflow import DEMO_MODEL_DIR, check_config, drop_unusable_dynamics_vectors, make_plan
 
 RUN_START = time.time()
 try:  # every problem found before a model loads is one line on screen, no traceback
@@ -18,6 +18,7 @@ try:  # every problem found before a model loads is one line on screen, no trace
     validate(config, "../schemas/config.schema.yaml", set_default=True)  # fills in the defaults
     PLAN = make_plan(config)
     DYNAMICS = plan_dynamics(PLAN, config["dynamics"])  # {trait: {layer, methods}}
+    drop_unusable_dynamics_vectors(DYNAMICS, PLAN.hidden_size)
 except TraitflowError as err:
     exit_with_error("plan", err)
 
@@ -33,17 +34,63 @@ wildcard_constraints:
     trait="|".join(TRAITS),
 
 
-def model_params():
-    """What every model-loading script gets; model identity and dtype trigger reruns.
+def resolve_model_settings():
+    """Resolve every `auto` a model job depends on, at plan time and without torch, in config itself.
 
-    Device and batch sizes change speed, not results: scripts read them from
-    snakemake.config so that changing them reruns nothing.
+    capture.device ('cpu', 'cuda' or 'cuda:N'), capture.dtype, resources.gpu,
+    resources.mem_mb and generation.chat_template become the concrete values the
+    jobs use (scripts reading snakemake.config see them too), so params carry
+    "bfloat16", never "auto". On a local run with GPUs, the global resource `gpu`
+    defaults to GPUs x capture.jobs_per_gpu: model jobs (gpu: 1 each) never share
+    a GPU, and each takes a free one at start (traitflow.modeling.claim_gpu).
+    Called once by the Snakefile, before any rule is defined.
+    """
+    from traitflow.modeling import plan_model_settings, visible_gpus
+    from traitflow.workflow import DEMO_MODEL, model_dir
+
+    try:
+        settings = plan_model_settings(config, model_dir(config), demo=config["model"] == DEMO_MODEL)
+    except TraitflowError as err:
+        exit_with_error("plan", err)
+    os.environ["TRAITFLOW_JOBS_PER_GPU"] = str(config["capture"]["jobs_per_gpu"])
+    if workflow.local_exec and settings["gpu"] > 0 and "gpu" not in workflow.global_resources:
+        gpus = visible_gpus()
+        if gpus:
+            workflow.register_resource("gpu", gpus * config["capture"]["jobs_per_gpu"])
+    return settings
+
+
+def model_params():
+    """What every model-loading script gets; all of it triggers reruns.
+
+    dtype and device are concrete ('bfloat16', 'cuda'), so moving a project from
+    CPU to GPU reruns what it changes. Batch sizes and the token budget change
+    speed, not results: scripts read them from snakemake.config.
     """
     return {
         "model": config["model"],
         "model_path": lambda wildcards: PLAN.model_path,
         "dtype": config["capture"]["dtype"],
+        "device": config["capture"]["device"],
     }
+
+
+def model_resources():
+    """Snakemake resources of a job that loads a model: config resources (resolved), with mem_mb
+    multiplied by the attempt number, so `--retries N` retries a job killed for memory with more."""
+    res = dict(config["resources"])
+    mem_mb = res.pop("mem_mb")
+    return {**res, "mem_mb": lambda wildcards, attempt: mem_mb * attempt}
+
+
+def benchmark_path(stage, shard=None, name=None):
+    """Where a model job's `benchmark:` file goes (wall time, max RSS, ...: size cluster requests from it)."""
+    return f"{LOGS}/benchmarks/{stage}/{name if name is not None else f'shard{shard}'}.tsv"
+
+
+def generation_params():
+    """The generation settings that change a response; batch_size does not (speed only)."""
+    return {k: v for k, v in config["generation"].items() if k != "batch_size"}
 
 
 def manifest(stage, shard_id, trait="_shared"):
@@ -73,9 +120,39 @@ def all_layers_path(trait, i, ext):
     return f"{EXP}/{trait}/inference/residual_stream_activations/prompt_{i}.{ext}"
 
 
-def capture_outputs(trait, indices):
+def shared_path(i):
+    """Trait-independent data of prompt i: attention, residual norms, logit lens (docs/formats.md)."""
+    return f"{EXP}/inference/shared/prompt_{i}.safetensors"
+
+
+def capture_outputs(indices, traits=None):
+    """A capture job's files: the shared file per prompt, then every trait's files (trait-major)."""
+    traits = TRAITS if traits is None else traits
     exts = ["pt", "json"] if config["capture"]["save_json"] else ["pt"]
-    return {ext: [all_layers_path(trait, i, ext) for i in indices] for ext in exts}
+    return {"shared": [shared_path(i) for i in indices],
+            **{ext: [all_layers_path(t, i, ext) for t in traits for i in indices] for ext in exts}}
+
+
+def capture_traits():
+    """What the capture pass projects, per trait: its own vector and the other dynamics methods' vectors.
+
+    The dynamics stage then reads every score it needs from the captures and loads no model.
+    """
+    return [{"name": t, "method": PLAN.traits[t].method, "layer": PLAN.traits[t].layer,
+             "vector": PLAN.traits[t].vector_path,
+             "method_vectors": {m["method"]: m["vector"] for m in dynamics_extra_methods(t)}}
+            for t in TRAITS]
+
+
+def capture_vectors():
+    return sorted({v for t in capture_traits() for v in [t["vector"], *t["method_vectors"].values()]})
+
+
+def capture_dynamics_params():
+    """Where extra dynamics methods are scored (part of the capture only when some trait has one)."""
+    if not any(dynamics_extra_methods(t) for t in TRAITS):
+        return {}
+    return {"layers": {t: DYNAMICS[t]["layer"] for t in TRAITS}, "point": config["dynamics"]["point"]}
 
 
 def dynamics_path(trait, i):
@@ -83,36 +160,8 @@ def dynamics_path(trait, i):
 
 
 def dynamics_extra_methods(trait):
-    """Dynamics methods the all-layers capture does not hold: they need a model run."""
+    """Dynamics methods other than the trait's own: the capture pass scores their vectors too."""
     return [m for m in DYNAMICS[trait]["methods"] if not m["reuse"]]
-
-
-def dynamics_reuses_capture(trait):
-    return any(m["reuse"] for m in DYNAMICS[trait]["methods"])
-
-
-def dynamics_captures(shard_id, indices):
-    """The all-layers captures a dynamics job reads: (manifest input, file list param)."""
-    def done(wildcards):
-        return [manifest("capture_all_layers", shard_id, wildcards.trait)] if dynamics_reuses_capture(wildcards.trait) else []
-
-    def files(wildcards):
-        return [all_layers_path(wildcards.trait, i, "pt") for i in indices] if dynamics_reuses_capture(wildcards.trait) else []
-    return done, files
-
-
-def dynamics_vectors(wildcards):
-    return [m["vector"] for m in dynamics_extra_methods(wildcards.trait)]
-
-
-def dynamics_model_files(wildcards):
-    return PLAN.model_files if dynamics_extra_methods(wildcards.trait) else []
-
-
-def dynamics_resources():
-    """config resources, but no GPU for a job that reads captures only."""
-    return {k: (lambda wildcards, v=v, k=k: v if k != "gpu" or dynamics_extra_methods(wildcards.trait) else 0)
-            for k, v in config["resources"].items()}
 
 
 def dynamics_tables_outputs():
@@ -142,13 +191,20 @@ def single_layer_path(trait, i, layer, ext):
     return f"{EXP}/{trait}/inference/layer_internal_states/prompt_{i}_layer{layer}.{ext}"
 
 
-def single_layer_outputs(trait, indices):
+def single_layer_outputs(traits, indices):
+    """{ext: per-trait single-layer files} of one trait (a name) or several (a list).
+
+    Order: trait, then prompt, then layer (scripts/capture_single_layer.py relies on it).
+    """
+    traits = [traits] if isinstance(traits, str) else traits
     exts = ["pt", "json"] if config["capture"]["save_json"] else ["pt"]
-    return {ext: [single_layer_path(trait, i, l, ext) for i in indices for l in SINGLE_LAYERS] for ext in exts}
+    return {ext: [single_layer_path(t, i, l, ext) for t in traits for i in indices for l in SINGLE_LAYERS]
+            for ext in exts}
 
 
 def trait_targets(trait):
-    captures = [p for files in capture_outputs(trait, range(len(PLAN.prompts))).values() for p in files]
+    captures = [p for ext, files in capture_outputs(range(len(PLAN.prompts)), [trait]).items() if ext != "shared"
+                for p in files]
     single = [p for files in single_layer_outputs(trait, range(len(PLAN.prompts))).values() for p in files]
     return captures + single + [dynamics_path(trait, i) for i in range(len(PLAN.prompts))]
 
@@ -172,8 +228,9 @@ def trait_settings(wildcards):
 
 
 def viewer_files():
-    """The JSON files the viewer index lists (and depends on): every trait's JSON targets."""
-    return [p for trait in TRAITS for p in trait_targets(trait) if p.endswith(".json")]
+    """The files the viewer index lists (and depends on): every trait's JSON targets and the shared files."""
+    return [p for trait in TRAITS for p in trait_targets(trait) if p.endswith(".json")] + [
+        shared_path(i) for i in range(len(PLAN.prompts))]
 
 
 def report_prompts():
@@ -196,9 +253,10 @@ def report_targets():
     return [f"{EXP}/report/heatmaps/{trait}" for trait in TRAITS] + [f"{EXP}/report/cross_trait"]
 
 
-def trait_manifests(traits):
-    stages = ["capture_all_layers", "dynamics"] + (["capture_single_layer"] if SINGLE_LAYERS else [])
-    return [m for stage in stages for m in manifests(stage, traits)]
+def stage_manifests():
+    """The manifests of every per-shard job after generation (each job serves every trait)."""
+    stages = ["capture", "dynamics"] + (["capture_layer_internals", "capture_single_layer"] if SINGLE_LAYERS else [])
+    return [m for stage in stages for m in manifests(stage)]
 
 
 def lost_files():
@@ -209,7 +267,7 @@ def lost_files():
     has no manifests yet and requests nothing extra.
     """
     lost = []
-    planned = trait_manifests(TRAITS) + manifests("generate") + (manifests("capture_layer_internals") if SINGLE_LAYERS else [])
+    planned = stage_manifests() + manifests("generate")
     for path in filter(os.path.exists, planned):
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
@@ -219,7 +277,7 @@ def lost_files():
 
 
 def all_targets():
-    return (trait_manifests(TRAITS) + lost_files() + [f"{EXP}/viewer/index.json"] + report_targets()
+    return (stage_manifests() + lost_files() + [f"{EXP}/viewer/index.json"] + report_targets()
             + list(dynamics_tables_outputs().values()))
 
 

@@ -1,39 +1,28 @@
 # Dynamics: per (trait, prompt) scores at one layer and point, and their metrics.
-# One job per (trait, prompt shard), like capture. The trait's own method is read
-# from its all-layers capture; other methods share one teacher-forced pass per job,
-# and a job whose methods are all captured loads no model.
+# One job per prompt shard for every trait, with no model: the trait's own method is
+# read from its all-layers projections, other methods from the scores the capture pass
+# made of their vectors (method_scores). Changing a threshold reruns only these jobs.
 
 for shard_id, indices in enumerate(PLAN.shards):
-    captures_done, capture_files = dynamics_captures(shard_id, indices)
 
     rule:
         name:
             f"dynamics_shard{shard_id}"
         input:
-            responses_done=manifest("generate", shard_id),
-            captures_done=captures_done,
-            vectors=dynamics_vectors,
-            model=dynamics_model_files,
+            captures_done=manifest("capture", shard_id),
         output:
-            files=[dynamics_path("{trait}", i) for i in indices],
-            manifest=manifest("dynamics", shard_id, "{trait}"),
+            files=[dynamics_path(t, i) for t in TRAITS for i in indices],
+            manifest=manifest("dynamics", shard_id),
         params:
-            responses=lambda w, indices=indices: [response_path(i) for i in indices],
-            captures=capture_files,
-            **model_params(),
-            allow_model_mismatch=config["vector"]["allow_model_mismatch"],
-            trait=lambda w: w.trait,
-            vector=trait_settings,
-            layer=lambda w: DYNAMICS[w.trait]["layer"],
-            methods=lambda w: DYNAMICS[w.trait]["methods"],
+            responses=[response_path(i) for i in indices],
+            captures={t: [all_layers_path(t, i, "pt") for i in indices] for t in TRAITS},
+            plan={t: {"layer": DYNAMICS[t]["layer"], "vector_layer": PLAN.traits[t].layer,
+                      "methods": DYNAMICS[t]["methods"]} for t in TRAITS},
             point=config["dynamics"]["point"],
             span=config["dynamics"]["span"],
-            commitment_threshold=config["dynamics"]["commitment_threshold"],
-            persistence_fraction=config["dynamics"]["persistence_fraction"],
+            settings={k: v for k, v in config["dynamics"].items() if k not in ("layer", "point", "span", "methods")},
         log:
-            f"{LOGS}/dynamics/{{trait}}_shard{shard_id}.log",
-        resources:
-            **dynamics_resources(),
+            f"{LOGS}/dynamics/shard{shard_id}.log",
         conda:
             CONDA_ENV
         script:

@@ -15,8 +15,10 @@ if EXTRACT_TRAITS:
             **model_params(),
         log:
             f"{LOGS}/extract_vectors/{{trait}}.log",
+        benchmark:
+            benchmark_path("extract_vectors", name="{trait}")
         resources:
-            **config["resources"],
+            **model_resources(),
         conda:
             CONDA_ENV
         script:

@@ -1,6 +1,9 @@
 # One shared response per prompt, written once and read by every trait.
 # One rule per prompt shard: a job loads the model once for all its prompts, and
 # the shard's prompt texts sit in params, so editing a prompt reruns its shard only.
+# A response depends only on the model, its prompt, the seed and the sampling
+# settings (one random stream per prompt), never on its shard, batch or batch-mates:
+# generation.batch_size and capture.max_batch_tokens are speed only, read from the config.
 
 for shard_id, indices in enumerate(PLAN.shards):
 
@@ -16,11 +19,13 @@ for shard_id, indices in enumerate(PLAN.shards):
             **model_params(),
             indices=indices,
             prompts=[PLAN.prompts[i] for i in indices],
-            generation=config["generation"],
+            generation=generation_params(),
         log:
             f"{LOGS}/generate/shard{shard_id}.log",
+        benchmark:
+            benchmark_path("generate", shard_id)
         resources:
-            **config["resources"],
+            **model_resources(),
         conda:
             CONDA_ENV
         script:

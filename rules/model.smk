@@ -10,6 +10,8 @@ rule build_demo_model:
         spec=config.get("demo_model", {}),
     log:
         "logs/build_demo_model.log",
+    benchmark:
+        "logs/benchmarks/build_demo_model.tsv"
     conda:
         CONDA_ENV
     script:

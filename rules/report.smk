@@ -12,7 +12,7 @@ localrules:
 
 rule report_heatmaps:
     input:
-        captures_done=[manifest("capture_all_layers", k, "{trait}") for k in shards_of(report_prompts())],
+        captures_done=[manifest("capture", k) for k in shards_of(report_prompts())],
     output:
         report(
             directory(f"{EXP}/report/heatmaps/{{trait}}"),
@@ -36,7 +36,7 @@ rule report_heatmaps:
 
 rule report_cross_trait:
     input:
-        captures_done=[manifest("capture_all_layers", k, t) for t in TRAITS for k in shards_of(report_prompts())],
+        captures_done=[manifest("capture", k) for k in shards_of(report_prompts())],
     output:
         report(
             directory(f"{EXP}/report/cross_trait"),

@@ -1,7 +1,14 @@
 # Single-layer deep dive. Per prompt shard, one pass writes every configured layer's
-# internals once (trait-independent, large); per (trait, shard), a job without a forward
-# pass turns them into the trait's decomposition. Adding a trait or editing its vector
-# reruns only the second kind; changing single_layer.layers reruns the first for every shard.
+# internals once (trait-independent, large); then one CPU job per shard, for every trait,
+# turns them into each trait's decomposition from the layers' weights alone (read from the
+# checkpoint files: no model load, no forward pass, no GPU). Adding a trait or editing a
+# vector reruns only the second kind, once per shard; changing single_layer.layers reruns both.
+
+
+def single_layer_resources():
+    """config resources without the GPU ones: the decomposition job runs on the CPU."""
+    return {k: v for k, v in config["resources"].items() if not k.startswith("gpu") and k != "gres"}
+
 
 if SINGLE_LAYERS:
     for shard_id, indices in enumerate(PLAN.shards):
@@ -33,23 +40,24 @@ if SINGLE_LAYERS:
                 f"capture_single_layer_shard{shard_id}"
             input:
                 internals_done=manifest("capture_layer_internals", shard_id),
-                vector=trait_vector,
+                vectors=[PLAN.traits[t].vector_path for t in TRAITS],
                 model=PLAN.model_files,
             output:
-                **single_layer_outputs("{trait}", indices),
-                manifest=manifest("capture_single_layer", shard_id, "{trait}"),
+                **single_layer_outputs(TRAITS, indices),  # trait, then prompt, then layer
+                manifest=manifest("capture_single_layer", shard_id),
             params:
                 **model_params(),
-                internals=lambda w, indices=indices: [internals_path(i, l) for i in indices for l in SINGLE_LAYERS],
+                internals=[internals_path(i, l) for i in indices for l in SINGLE_LAYERS],
+                layers=SINGLE_LAYERS,
                 save_json=config["capture"]["save_json"],
                 allow_model_mismatch=config["vector"]["allow_model_mismatch"],
                 top_neurons=config["single_layer"]["top_neurons"],
-                trait=lambda w: w.trait,
-                vector=trait_settings,
+                traits=TRAITS,
+                vectors={t: {"method": PLAN.traits[t].method, "layer": PLAN.traits[t].layer} for t in TRAITS},
             log:
-                f"{LOGS}/capture_single_layer/{{trait}}_shard{shard_id}.log",
+                f"{LOGS}/capture_single_layer/shard{shard_id}.log",
             resources:
-                **config["resources"],
+                **single_layer_resources(),
             conda:
                 CONDA_ENV
             script:

@@ -7,7 +7,7 @@ localrules:
 
 rule dynamics_tables:
     input:
-        dynamics_done=manifests("dynamics", TRAITS),
+        dynamics_done=manifests("dynamics"),
     output:
         **dynamics_tables_outputs(),
     params:

@@ -1,20 +1,42 @@
-# The browser viewer's index: which traits, prompts and JSON files an experiment has.
-# It depends on the manifests of every job whose files it lists, so it is rebuilt whenever a capture is.
+# The browser viewer's files: its index (which traits, prompts and files an experiment has) and
+# the experiment overview (one number per trait, prompt, layer and point; the viewer's first screen).
+# Both depend on the manifests of every job whose files they read, so they are rebuilt whenever a
+# capture is. The index depends on the overview, so every target that builds one builds both.
 
 
 localrules:
     viewer_index,
+    viewer_overview,
+
+
+rule viewer_overview:
+    input:
+        captures_done=manifests("capture"),
+    output:
+        f"{EXP}/viewer/overview.json",
+    params:
+        captures=[all_layers_path(t, i, "pt") for t in TRAITS for i in range(len(PLAN.prompts))],  # trait-major
+        traits=TRAITS,
+        prompts=list(range(len(PLAN.prompts))),
+        experiment=PLAN.experiment,
+    log:
+        f"{LOGS}/viewer_overview.log",
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/overview.py"
 
 
 rule viewer_index:
     input:
         responses_done=manifests("generate"),
-        captures_done=trait_manifests(TRAITS),
+        captures_done=stage_manifests(),
+        overview=f"{EXP}/viewer/overview.json",
     output:
         f"{EXP}/viewer/index.json",
     params:
         responses=lambda w: [response_path(i) for i in range(len(PLAN.prompts))],
-        captures=lambda w: viewer_files(),
+        captures=lambda w: viewer_files() + [f"{EXP}/viewer/overview.json"],
         experiment=PLAN.experiment,
         model=config["model"],
         n_layers=PLAN.n_layers,

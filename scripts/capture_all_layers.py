@@ -1,37 +1,79 @@
-"""All-layers capture for one trait over one prompt shard: projections and attention."""
+"""All-layers capture for one prompt shard and every trait: one teacher-forced pass per batch.
+
+Writes the shared per-prompt file (residual norms, attention, logit lens) once,
+then each trait's small file (projections + metadata naming the shared file).
+"""
 
 import logging
+import os
 
 from traitflow.scripting import run_script
 
 
+def load_vectors(traits, d_model):
+    """[n, d] stacked vectors and, per trait, the row of its own vector and of each other method's."""
+    import torch
+
+    from traitflow.vectors import load_vector
+
+    paths, rows = [], []
+    for t in traits:
+        own = [t["vector"], *t["method_vectors"].values()]
+        for path in own:
+            if path not in paths:
+                paths.append(path)
+        rows.append({"own": paths.index(t["vector"]),
+                     "methods": {m: paths.index(v) for m, v in t["method_vectors"].items()}})
+    return torch.stack([load_vector(p, d_model) for p in paths]), rows
+
+
 def main(smk):
+    from traitflow import SUBLAYERS
     from traitflow.capture import capture
-    from traitflow.formats import all_layers_record, load_json, save_json, save_pt, to_json
-    from traitflow.modeling import load_model
-    from traitflow.vectors import check_vector_model, load_vector
+    from traitflow.formats import all_layers_json, all_layers_record, load_json, save_json, save_pt
+    from traitflow.modeling import load_model, load_tokenizer
+    from traitflow.shared import write_shared
     from traitflow.verify import check
     from traitflow.workflow import model_config
 
     p = smk.params
-    check_vector_model(smk.input.vector, p.model, p.allow_model_mismatch)
-    vector = load_vector(smk.input.vector, model_config(smk.config)["hidden_size"])  # refused before a model loads
+    # Vectors are loaded (and refused) before the model: a bad one costs no model load.
+    vectors, rows = load_vectors(p.traits, model_config(smk.config)["hidden_size"])
     model = load_model(p.model_path, smk.config["capture"]["device"], p.dtype, eager=True)
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
     responses = [load_json(path) for path in p.responses]
     sequences = [r["prompt"]["token_ids"] + r["response"]["token_ids"] for r in responses]
-    captures = capture(model, sequences, vector[None], batch_size=smk.config["capture"]["batch_size"])
-    metadata = {"trait": p.trait, "trait_display_name": p.trait.replace("_", " ").title(),
-                "vector_path": smk.input.vector, "method": p.vector["method"], "vector_layer": p.vector["layer"],
-                "model": p.model, "dtype": str(next(model.parameters()).dtype).removeprefix("torch.")}
-    for k, (resp, cap) in enumerate(zip(responses, captures)):
-        meta = {**metadata, "temperature": resp["settings"]["temperature"], "seed": resp["seed"],
-                "generation": resp["settings"], "response_source": p.responses[k]}
-        record = all_layers_record(resp, cap.projections[..., 0], cap.attention, meta)
-        check(record, "all_layers", smk.output.pt[k])
-        save_pt(record, smk.output.pt[k])
-        if p.save_json:
-            save_json(to_json(record), smk.output.json[k])
-        logging.info("%s: %d tokens", smk.output.pt[k], len(sequences[k]))
+    captures = capture(model, sequences, vectors, batch_size=smk.config["capture"]["batch_size"],
+                       lens_top_k=p.logit_lens_top_k)
+    tokenizer = load_tokenizer(p.model_path) if p.logit_lens_top_k else None
+    point = SUBLAYERS.index(p.dynamics["point"]) if p.dynamics else None
+
+    for k, (i, resp, cap) in enumerate(zip(p.indices, responses, captures)):
+        shared = smk.output.shared[k]
+        lens = None
+        if cap.lens_ids is not None:
+            ids = sorted(set(cap.lens_ids.flatten().tolist()))
+            lens = (cap.lens_ids.numpy(), cap.lens_probs.numpy(), dict(zip(ids, (tokenizer.decode([j]) for j in ids))))
+        write_shared(shared, sequences[k], resp["prompt"]["n_tokens"], cap.norms.numpy(),
+                     cap.attention_codes.numpy(), lens,
+                     {"model": p.model, "dtype": dtype, "response_source": p.responses[k], "prompt_index": i})
+        for n, (trait, row) in enumerate(zip(p.traits, rows)):
+            out = n * len(p.indices) + k  # outputs are trait-major (rules/common.smk capture_outputs)
+            path = smk.output.pt[out]
+            meta = {"trait": trait["name"], "trait_display_name": trait["name"].replace("_", " ").title(),
+                    "vector_path": trait["vector"], "method": trait["method"], "vector_layer": trait["layer"],
+                    "model": p.model, "dtype": dtype, "prompt_index": i,
+                    "temperature": resp["settings"]["temperature"], "seed": resp["seed"],
+                    "generation": resp["settings"], "response_source": p.responses[k],
+                    "shared_file": os.path.relpath(shared, os.path.dirname(path))}
+            method_scores = {m: cap.projections[:, p.dynamics["layers"][trait["name"]], point, j]
+                             for m, j in row["methods"].items()}
+            record = all_layers_record(resp, cap.projections[..., row["own"]], meta, method_scores)
+            check(record, "all_layers", path)
+            save_pt(record, path)
+            if p.save_json:
+                save_json(all_layers_json(record), smk.output.json[out])
+        logging.info("prompt %d: %d tokens, %d traits", i, len(sequences[k]), len(p.traits))
 
 
 run_script(snakemake, main)  # noqa: F821

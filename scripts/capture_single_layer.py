@@ -1,38 +1,60 @@
-"""One trait's decomposition at each configured layer, for one prompt shard, from the shared internals."""
+"""Every trait's decomposition at each configured layer, for one prompt shard, from the shared internals.
+
+No model is loaded and nothing runs forward: the configured layers' weights are read
+from the checkpoint files (traitflow.single_layer.load_layers), on the CPU.
+"""
 
 import logging
 import os
+import resource
+import time
 
 from traitflow.scripting import run_script
 
 
 def main(smk):
     from traitflow.formats import load_pt, save_json, save_pt, to_json
-    from traitflow.modeling import load_model
-    from traitflow.single_layer import decompose, trait_record
+    from traitflow.single_layer import decompose, load_layers, trait_record
     from traitflow.vectors import check_vector_model, load_vector
     from traitflow.verify import check
     from traitflow.workflow import model_config
 
-    p = smk.params
-    check_vector_model(smk.input.vector, p.model, p.allow_model_mismatch)
-    vector = load_vector(smk.input.vector, model_config(smk.config)["hidden_size"])  # refused before a model loads
-    # Only the layer's weights are used (o_proj, down_proj, output norms): no forward pass.
-    model = load_model(p.model_path, smk.config["capture"]["device"], p.dtype, eager=False)
-    metadata = {"trait": p.trait, "trait_display_name": p.trait.replace("_", " ").title(),
-                "vector_path": smk.input.vector, "method": p.vector["method"], "vector_layer": p.vector["layer"],
-                "model": p.model}
+    start, p = time.time(), smk.params
+    d_model = model_config(smk.config)["hidden_size"]
+    vectors = {}
+    for trait, path in zip(p.traits, smk.input.vectors):  # all refused before any weight is read
+        check_vector_model(path, p.model, p.allow_model_mismatch)
+        vectors[trait] = load_vector(path, d_model)
+    if not vectors:
+        return
+    # Output order (rules/common.smk single_layer_outputs): trait, then prompt, then layer,
+    # the prompt-layer part in p.internals' order.
+    n = len(p.internals)
+    outputs = {ext: {t: getattr(smk.output, ext)[k * n:(k + 1) * n] for k, t in enumerate(p.traits)}
+               for ext in ("pt", "json") if ext in smk.output.keys()}
+    config = blocks = None
     for k, internals_path in enumerate(p.internals):
         internals = load_pt(internals_path)
-        decomposition, top = decompose(model, internals, vector, p.top_neurons)
-        path = smk.output.pt[k]
-        record = trait_record(internals, decomposition, top, metadata,
-                              os.path.relpath(internals_path, os.path.dirname(path)))
-        check(record, "single_layer", path)
-        save_pt(record, path)
-        if p.save_json:
-            save_json(to_json(record), smk.output.json[k])
-        logging.info("%s: layer %d", path, record["layer"])
+        layer = internals["layer"]
+        if blocks is None:  # the weights round like the forward pass that wrote the internals did
+            config, blocks = load_layers(p.model_path, p.layers, internals["metadata"]["dtype"])
+            logging.info("layers %s of %s read (%s) in %.2f s", p.layers, p.model_path,
+                         internals["metadata"]["dtype"], time.time() - start)
+        for trait, vector in vectors.items():
+            decomposition, top = decompose(blocks[layer], config, internals, vector, p.top_neurons)
+            path = outputs["pt"][trait][k]
+            metadata = {"trait": trait, "trait_display_name": trait.replace("_", " ").title(),
+                        "vector_path": smk.input.vectors[p.traits.index(trait)], "method": p.vectors[trait]["method"],
+                        "vector_layer": p.vectors[trait]["layer"], "model": p.model}
+            record = trait_record(internals, decomposition, top, metadata,
+                                  os.path.relpath(internals_path, os.path.dirname(path)))
+            check(record, "single_layer", path)
+            save_pt(record, path)
+            if p.save_json:
+                save_json(to_json(record), outputs["json"][trait][k])
+        logging.info("%s: layer %d, %d traits", internals_path, layer, len(vectors))
+    logging.info("done in %.2f s, peak RSS %.0f MB", time.time() - start,
+                 resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
 run_script(snakemake, main)  # noqa: F821

@@ -8,15 +8,18 @@ from traitflow.scripting import run_script
 def main(smk):
     from traitflow import extract
     from traitflow.formats import save_json, save_pt
-    from traitflow.modeling import load_model, load_tokenizer
+    from traitflow.modeling import load_model, load_tokenizer, model_dtype
     from traitflow.vectors import metadata_path
 
     pos_texts = extract.read_examples(smk.input.positive)
     neg_texts = extract.read_examples(smk.input.negative)
-    model = load_model(smk.params.model_path, smk.config["capture"]["device"], smk.params.dtype, eager=False)
+    model = load_model(smk.params.model_path, smk.params.device, smk.params.dtype, eager=False)
     tokenizer = load_tokenizer(smk.params.model_path)
-    pos = extract.example_features(model, tokenizer, pos_texts)  # [n_pos, layers, d]
-    neg = extract.example_features(model, tokenizer, neg_texts)
+    batching = {"batch_size": smk.config["capture"]["batch_size"],  # speed only: read from the config, not params
+                "token_budget": smk.config["capture"]["max_batch_tokens"]}
+    pos = extract.example_features(model, tokenizer, pos_texts, where=smk.input.positive, **batching)  # [n, layers, d]
+    neg = extract.example_features(model, tokenizer, neg_texts, where=smk.input.negative, **batching)
+    dtype = model_dtype(model)
     wanted = set(smk.output)
     for layer in range(pos.shape[1]):
         vectors = {"mean_diff": (extract.mean_diff(pos[:, layer], neg[:, layer]), None),
@@ -27,7 +30,8 @@ def main(smk):
             save_json({"trait": smk.wildcards.trait, "method": method, "layer": layer,
                        "model": smk.params.model, "n_positive": len(pos_texts), "n_negative": len(neg_texts),
                        "norm": float(vec.norm()), "train_accuracy": acc,
-                       "features": "token-mean residual_out"}, metadata_path(path), indent=1)
+                       "features": "token-mean residual_out, special tokens left out",
+                       "dtype": dtype, "device": smk.params.device.split(":")[0]}, metadata_path(path), indent=1)
         logging.info("layer %d extracted", layer)
 
 

@@ -1,4 +1,4 @@
-"""Generate one shared response per prompt of a shard (batched, KV-cached, seeded)."""
+"""Generate one shared response per prompt of a shard (batched, KV-cached, one random stream per prompt)."""
 
 import logging
 
@@ -8,18 +8,23 @@ from traitflow.scripting import run_script
 def main(smk):
     from traitflow.formats import response_record, save_json
     from traitflow.generate import check_context, encode_prompt, generate, stop_ids
-    from traitflow.modeling import load_model, load_tokenizer
+    from traitflow.modeling import load_model, load_tokenizer, model_dtype
 
-    gen = smk.params.generation
-    model = load_model(smk.params.model_path, smk.config["capture"]["device"], smk.params.dtype, eager=False)
-    tokenizer = load_tokenizer(smk.params.model_path)
-    prompt_ids = [encode_prompt(tokenizer, p, gen["chat_template"]) for p in smk.params.prompts]
-    check_context(prompt_ids, smk.params.indices, gen["max_new_tokens"], model.config.max_position_embeddings)
+    p, gen = smk.params, smk.params.generation
+    model = load_model(p.model_path, p.device, p.dtype, eager=False)
+    tokenizer = load_tokenizer(p.model_path)
+    prompt_ids = [encode_prompt(tokenizer, text, gen["chat_template"]) for text in p.prompts]
+    check_context(prompt_ids, p.indices, gen["max_new_tokens"], model.config.max_position_embeddings)
     responses = generate(model, prompt_ids, stop_ids(model, tokenizer), gen["max_new_tokens"],
-                         gen["temperature"], gen["top_p"], gen["seed"], gen["batch_size"],
-                         seed_offsets=smk.params.indices)
-    for index, text, ids, resp, path in zip(smk.params.indices, smk.params.prompts, prompt_ids, responses, smk.output.files):
-        save_json(response_record(index, text, ids, resp, tokenizer, gen, smk.params.model), path, indent=1)
+                         gen["temperature"], gen["top_p"], gen["seed"],
+                         batch_size=smk.config["generation"]["batch_size"],  # speed only: not a param
+                         token_budget=smk.config["capture"]["max_batch_tokens"],
+                         labels=[f"prompt {i}" for i in p.indices])
+    # What the numbers were computed with: the dtype, the device kind, and whether the chat template wrapped
+    # the prompt (generation.chat_template: auto resolves to true or false at plan time).
+    settings = {**gen, "dtype": model_dtype(model), "device": p.device.split(":")[0]}
+    for index, text, ids, resp, path in zip(p.indices, p.prompts, prompt_ids, responses, smk.output.files):
+        save_json(response_record(index, text, ids, resp, tokenizer, settings, p.model), path, indent=1)
         logging.info("prompt %d: %d prompt + %d response tokens", index, len(ids), len(resp))
 
 

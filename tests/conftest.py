@@ -37,10 +37,15 @@ def make_workdir(dest, config_overrides=None, experiment="demo"):
         (shutil.copytree if os.path.isdir(src) else shutil.copy2)(src, os.path.join(dest, name))
     shutil.copytree(os.path.join(REPO, "experiments", experiment), os.path.join(dest, "experiments", experiment),
                     ignore=shutil.ignore_patterns("inference", "vectors", "viewer", "tables", "report"))
-    with open(os.path.join(dest, "config.yaml")) as fh:
-        config = yaml.safe_load(fh)
+    # Overrides go into the experiment's own config.yaml, which is merged over config.yaml (so they win
+    # over both, as a user's edit there would); --config and --configfile still win over them.
+    exp_config = os.path.join(dest, "experiments", experiment, "config.yaml")
+    config = {}
+    if os.path.exists(exp_config):
+        with open(exp_config) as fh:
+            config = yaml.safe_load(fh) or {}
     deep_update(config, config_overrides or {})
-    with open(os.path.join(dest, "config.yaml"), "w") as fh:
+    with open(exp_config, "w") as fh:
         yaml.safe_dump(config, fh)
     return dest
 

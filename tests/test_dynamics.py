@@ -13,7 +13,7 @@ import yaml
 
 from conftest import dry_run, snakemake
 from traitflow import SUBLAYERS
-from traitflow.dynamics import metrics, plan_dynamics, resolve_methods
+from traitflow.dynamics import DEFAULT_SETTINGS, dynamics_record, metrics, plan_dynamics, resolve_methods
 from traitflow.errors import TraitflowError
 from traitflow.workflow import Plan, TraitPlan
 
@@ -23,8 +23,24 @@ TRAITS = ["refusal", "sycophancy", "uncertainty"]
 
 # --- the oracle: the definitions of the README, one loop at a time ---------------------------------
 
-def ref_dynamics(s, threshold, fraction, start=0):
-    """Metrics over s[start:], indices into s; written without numpy's diff or argmax."""
+def ref_commitment(span, fraction, min_tokens, window):
+    """(offset into the span or None, absolute threshold): windows summed and tested one at a time."""
+    h = (window - 1) // 2
+    sm = [sum(span[j + i] for i in range(window)) / window for j in range(len(span) - window + 1)]
+    acc = [sm[k + 2] - 2 * sm[k + 1] + sm[k] for k in range(len(sm) - 2)]
+    if not acc:
+        return None, None
+    threshold = max(fraction * max(abs(a) for a in acc), 1e-6 * (max(sm) - min(sm)))
+    for c in range(len(acc)):
+        if all(abs(acc[k]) <= threshold for k in range(c, len(acc))):
+            if c == 0:
+                return 0, threshold  # never bends: committed from the span's first token
+            return (c + h if len(sm) - c >= min_tokens else None), threshold
+    return None, threshold
+
+
+def ref_dynamics(s, fraction, persistence_fraction, start=0, min_tokens=5, window=1):
+    """Metrics over s[start:], indices into s; written without numpy's diff, argmax or convolve."""
     n = len(s)
     vel = [s[i + 1] - s[i] for i in range(n - 1)]
     acc = [s[i + 2] - 2 * s[i + 1] + s[i] for i in range(n - 2)]
@@ -45,57 +61,107 @@ def ref_dynamics(s, threshold, fraction, start=0):
             if abs(s[i]) > abs(s[peak]):
                 peak = i
         out["peak"] = {"index": peak, "score": s[peak]}
-        thr = fraction * s[peak]
+        thr = persistence_fraction * s[peak]
         hits = [(s[i] > thr if s[peak] > 0 else s[i] < thr) if s[peak] != 0 else False for i in range(peak + 1, n)]
         runs, run = [0], 0
         for h in hits:
             run = run + 1 if h else 0
             runs.append(run)
         out["persistence"] = {"count": sum(hits), "longest_run": max(runs), "threshold": thr}
-    for c in range(start, n - 2):
-        if all(abs(acc[k]) < threshold for k in range(c, n - 2)):
-            out["commitment_point"] = {"index": c}
-            break
+    c, out["commitment_score_threshold"] = ref_commitment(list(s[start:]), fraction, min_tokens, window)
+    if c is not None:
+        out["commitment_point"] = {"index": start + c}
     return out
 
 
-def assert_matches_oracle(s, threshold=0.5, fraction=0.5, start=0):
-    got = metrics(s, threshold, fraction, start)
-    want = ref_dynamics([float(x) for x in s], threshold, fraction, start)
+def assert_matches_oracle(s, threshold=0.1, fraction=0.5, start=0, min_tokens=5, window=1):
+    got = metrics(s, threshold, fraction, start, commitment_min_tokens=min_tokens, smoothing=window)
+    want = ref_dynamics([float(x) for x in s], threshold, fraction, start, min_tokens, window)
     np.testing.assert_allclose(got["velocity"], want["velocity"], atol=1e-12)
     np.testing.assert_allclose(got["acceleration"], want["acceleration"], atol=1e-12)
-    for key in ("peak_velocity", "peak_velocity_index", "mean_abs_velocity"):
-        assert got[key] == pytest.approx(want[key]), key  # approx(None) == None only
+    for key in ("peak_velocity", "peak_velocity_index", "mean_abs_velocity", "commitment_score_threshold"):
+        assert got[key] == (None if want[key] is None else pytest.approx(want[key], rel=1e-9, abs=1e-12)), key
     assert got["peak"] == pytest.approx(want["peak"])
     assert (got["commitment_point"] or {}).get("index") == (want["commitment_point"] or {}).get("index")
     assert got["persistence"] == pytest.approx(want["persistence"])
     return got
 
 
-# --- hand-made sequences ----------------------------------------------------------------------------
+def ramp_plateau(ramp, plateau, slope=1.0, offset=0.0):
+    """A straight climb over ramp tokens, then flat: the plateau starts at token `ramp`."""
+    return [offset + slope * min(t, ramp) for t in range(ramp + plateau)]
+
+
+# --- scale-free commitment ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("ramp", [2, 5, 12, 40])
+@pytest.mark.parametrize("scale", [1.0, 100.0, 0.01, -37.5])
+def test_a_ramp_then_a_plateau_commits_at_the_plateaus_start_whatever_the_scale(ramp, scale):
+    s = np.array(ramp_plateau(ramp, 15, offset=0.3)) * scale
+    got = assert_matches_oracle(s.tolist())
+    assert got["commitment_point"]["index"] == ramp
+    # the threshold in score units moves with the scores (1 is the unscaled bend at the knee)
+    assert got["commitment_score_threshold"] == pytest.approx(0.1 * abs(scale))
+
+
+def test_x1_and_x100_give_the_same_index_where_a_raw_threshold_would_not():
+    rng = np.random.default_rng(3)
+    base = np.array(ramp_plateau(6, 14)) + rng.normal(scale=0.002, size=20)  # a faint wobble on the plateau
+    small, large = metrics(base, 0.1, 0.5), metrics(100 * base, 0.1, 0.5)
+    assert small["commitment_point"]["index"] == large["commitment_point"]["index"] == 6
+    # what the old raw-units rule (|acceleration| < 0.1 score units) made of the same shapes:
+    raw = [next((c for c in range(18) if np.all(np.abs(np.diff(x, 2)[c:]) < 0.1)), None) for x in (base, 100 * base)]
+    assert raw == [6, None]  # x100: the wobble's bends (~0.5) are over 0.1 score units, so never settled
+
+
+def test_noise_alone_does_not_commit():
+    rng = np.random.default_rng(0)
+    for n in (10, 24, 100, 500):
+        for scale in (1e-3, 1.0, 1e3):
+            committed = [metrics(rng.normal(size=n) * scale, 0.1, 0.5)["commitment_point"] for _ in range(200)]
+            assert sum(c is not None for c in committed) <= 10, (n, scale)  # ~1-3% by chance, never the rule
+
+
+def test_smoothing_sees_through_a_wiggle():
+    # a period-3 wiggle (+e, +e, -2e: zero mean over any 3 tokens) over a ramp then a plateau
+    wiggle = [0.4, 0.4, -0.8]
+    s = [v + wiggle[t % 3] for t, v in enumerate(ramp_plateau(9, 21, slope=2.0))]
+    assert assert_matches_oracle(s)["commitment_point"] is None  # the wiggle's bends never settle
+    # smoothed over 3 tokens the wiggle is gone; the turn at 9 is blurred by a half window: 9 + 1
+    assert assert_matches_oracle(s, window=3)["commitment_point"]["index"] == 10
+    assert assert_matches_oracle(ramp_plateau(9, 21), window=5)["commitment_point"]["index"] == 11
+
 
 @pytest.mark.parametrize("knee", [3, 5, 8])
-def test_commitment_is_where_a_ramp_turns_into_a_straight_line(knee):
+def test_commitment_is_where_a_curve_turns_into_a_straight_line(knee):
     # s[t] = t^2 up to the knee, then a straight line: every second difference built
-    # from tokens >= knee is 0, the one straddling the knee is 1.
+    # from tokens >= knee is 0, the one straddling the knee is 1, the ones before 2.
     s = [t * t if t <= knee else knee * knee + 2 * knee * (t - knee) for t in range(knee + 6)]
     tokens = [f"tok{t}" for t in range(len(s))]
-    got = assert_matches_oracle(s, threshold=0.5)
+    got = assert_matches_oracle(s)
     assert got["commitment_point"]["index"] == knee
-    assert metrics(s, 0.5, 0.5, tokens=tokens)["commitment_point"]["token"] == tokens[knee]
+    assert metrics(s, 0.1, 0.5, tokens=tokens)["commitment_point"]["token"] == tokens[knee]
+    # a threshold at half the sharpest bend (2) lets the knee's bend (1) pass: one token earlier
+    assert assert_matches_oracle(s, threshold=0.5)["commitment_point"]["index"] == knee - 1
 
 
 def test_commitment_is_null_when_acceleration_never_settles():
     s = [0, 1, 0, 1, 0, 1, 0]
-    assert assert_matches_oracle(s, threshold=0.5)["commitment_point"] is None
+    assert assert_matches_oracle(s)["commitment_point"] is None
     # settled everywhere but at the very end: still never committed
-    assert metrics([0, 0, 0, 0, 5], 0.5, 0.5)["commitment_point"] is None
+    assert metrics([0, 0, 0, 0, 5], 0.1, 0.5)["commitment_point"] is None
+
+
+def test_a_settled_stretch_shorter_than_min_tokens_is_no_commitment():
+    s = ramp_plateau(8, 4)  # the plateau holds 4 tokens
+    assert assert_matches_oracle(s, min_tokens=5)["commitment_point"] is None
+    assert assert_matches_oracle(s, min_tokens=4)["commitment_point"]["index"] == 8
 
 
 @pytest.mark.parametrize("s", [[], [2.0], [1.0, -3.0]])
 def test_fewer_than_three_tokens(s):
     got = assert_matches_oracle(s)
-    assert got["acceleration"] == [] and got["commitment_point"] is None
+    assert got["acceleration"] == [] and got["commitment_point"] is None and got["commitment_score_threshold"] is None
     assert len(got["velocity"]) == max(len(s) - 1, 0)
     if len(s) < 2:
         assert got["peak_velocity"] is None and got["mean_abs_velocity"] is None
@@ -106,11 +172,17 @@ def test_fewer_than_three_tokens(s):
         assert got["peak_velocity"] == -4.0 and got["peak_velocity_index"] == 1
 
 
-def test_flat_scores_are_committed_from_the_start_and_persist():
-    s = [1.5] * 6
-    got = assert_matches_oracle(s)
+@pytest.mark.parametrize("window", [1, 3, 4])
+def test_flat_and_straight_scores_are_committed_from_the_start(window):
+    got = assert_matches_oracle([1.5] * 6, window=window)
+    assert got["commitment_point"]["index"] == 0 and got["commitment_score_threshold"] == 0.0
+    line = np.round(np.arange(8) / 3 + 100, 6)  # rounded like the JSON's scores: bends of ~1e-6 are no bends
+    assert assert_matches_oracle(line.tolist(), start=2, window=window)["commitment_point"]["index"] == 2
+
+
+def test_flat_scores_persist():
+    got = assert_matches_oracle([1.5] * 6)
     assert got["velocity"] == [0.0] * 5 and got["peak_velocity"] == 0.0 and got["mean_abs_velocity"] == 0.0
-    assert got["commitment_point"]["index"] == 0
     assert got["peak"]["index"] == 0  # ties go to the first token
     assert got["persistence"]["count"] == got["persistence"]["longest_run"] == 5
 
@@ -132,22 +204,50 @@ def test_negative_peak_counts_persistence_on_its_own_side():
 
 
 def test_response_span_ignores_the_prompt():
-    prompt = [40.0, -3.0, 1.0]  # a huge BOS-like score that would own the peak
-    response = [0.5, 1.5, 2.0, 2.1, 2.2]
-    got = assert_matches_oracle(prompt + response, start=len(prompt))
-    alone = metrics(response, 0.5, 0.5)
-    assert got["peak"]["index"] == len(prompt) + alone["peak"]["index"]
-    assert got["peak_velocity"] == alone["peak_velocity"]
-    assert got["commitment_point"]["index"] == len(prompt) + alone["commitment_point"]["index"]
+    prompt = [40.0, -3.0, 1.0]  # a huge BOS-like score that would own the peak and the sharpest bend
+    response = ramp_plateau(4, 8, slope=0.5, offset=0.5)
+    for window in (1, 3):
+        got = assert_matches_oracle(prompt + response, start=len(prompt), window=window)
+        alone = metrics(response, 0.1, 0.5, smoothing=window)
+        assert got["peak"]["index"] == len(prompt) + alone["peak"]["index"]
+        assert got["peak_velocity"] == alone["peak_velocity"]
+        assert got["commitment_point"]["index"] == len(prompt) + alone["commitment_point"]["index"]
+        assert got["commitment_score_threshold"] == alone["commitment_score_threshold"]
 
 
 def test_random_sequences_match_the_oracle():
     rng = np.random.default_rng(0)
-    for n in range(0, 30):
-        s = np.cumsum(rng.normal(size=n)) * rng.choice([-1, 1])
-        s[rng.random(n) < 0.3] = 0.0
-        assert_matches_oracle(s.tolist(), threshold=float(rng.uniform(0.1, 2)), fraction=float(rng.uniform(0, 1)),
-                              start=int(rng.integers(0, n + 1)))
+    for n in range(0, 40):
+        for _ in range(3):
+            s = np.cumsum(rng.normal(size=n)) * rng.choice([-1, 1]) * 10.0 ** rng.integers(-3, 4)
+            s[rng.random(n) < 0.3] = 0.0
+            if n and rng.random() < 0.4:  # some with a long settled tail, so commitments occur
+                s[n // 2:] = s[n // 2]
+            assert_matches_oracle(s.tolist(), threshold=float(rng.uniform(0.01, 0.9)), fraction=float(rng.uniform(0, 1)),
+                                  start=int(rng.integers(0, n + 1)), min_tokens=int(rng.integers(3, 7)),
+                                  window=int(rng.integers(1, 6)))
+
+
+def test_the_record_keeps_its_layout_and_states_its_settings():
+    response = {"prompt_index": 4,
+                "prompt": {"text": "p", "tokens": ["<bos>", "a"], "token_ids": [1, 2], "n_tokens": 2},
+                "response": {"text": "r", "tokens": list("bcdefghijk"), "token_ids": list(range(3, 13)), "n_tokens": 10}}
+    scores = {"probe": [9.0, 0.0] + [250.0 * min(t, 3) for t in range(10)]}
+    old_style = dynamics_record("t", response, 1, "residual_out", "response", scores,
+                                {"commitment_threshold": 0.1, "persistence_fraction": 0.5}, {"model": "m"})
+    assert set(old_style) == {"trait", "prompt_index", "prompt_text", "response_text", "tokens", "token_ids",
+                              "n_prompt", "n_response", "layer", "point", "span", "span_start", "scores",
+                              "dynamics", "metadata"}
+    dyn = old_style["dynamics"]["probe"]
+    assert dyn["commitment_point"] == {"index": 5, "token": "e"}  # response token 3: the plateau's start
+    assert dyn["commitment_score_threshold"] == pytest.approx(25.0)  # 0.1 x the knee's bend of 250
+    assert old_style["metadata"] == {"model": "m", **DEFAULT_SETTINGS,
+                                     "commitment_threshold_unit": "fraction of the span's max |acceleration|"}
+    smoothed = dynamics_record("t", response, 1, "residual_out", "response", scores,
+                               {**DEFAULT_SETTINGS, "smoothing": 3}, {})
+    assert smoothed["dynamics"]["probe"]["commitment_point"]["index"] == 6
+    assert smoothed["metadata"]["smoothing"] == 3
+    assert smoothed["dynamics"]["probe"]["velocity"] == dyn["velocity"]  # velocity stays unsmoothed
 
 
 # --- method resolution (parse time) -----------------------------------------------------------------

@@ -47,3 +47,62 @@ def test_stop_token_ends_the_response_and_is_not_kept(demo_model_dir):
     stop_at = free[4]
     cut = generate(model, ids[:1], [stop_at], 12, temperature=0.0)[0]
     assert cut == free[: free.index(stop_at)]
+
+
+# ---- one random stream per prompt (issue 12) ---------------------------------------------------
+
+def sample(model, tok, ids, **kw):
+    return generate(model, ids, stop_ids(model, tok), 12, temperature=0.9, top_p=0.95, seed=3, **kw)
+
+
+def test_sampled_response_does_not_depend_on_batch_batch_mates_or_position(demo_model_dir):
+    model, tok, ids = setup(demo_model_dir)
+    ids = ids + [encode_prompt(tok, p, chat_template=True) for p in ("Why is the sky blue?", "Write a haiku.")]
+    reference = sample(model, tok, ids, batch_size=8)
+    assert reference == sample(model, tok, ids, batch_size=1)
+    assert reference == sample(model, tok, ids, batch_size=2, token_budget=40)
+    assert reference[::-1] == sample(model, tok, ids[::-1], batch_size=3)  # position in the list
+    assert reference[1:4] == sample(model, tok, ids[1:4], batch_size=8)  # other batch-mates
+
+
+def test_editing_one_prompt_changes_no_other_response(demo_model_dir):
+    model, tok, ids = setup(demo_model_dir)
+    before = sample(model, tok, ids)
+    edited = list(ids)
+    edited[1] = encode_prompt(tok, "Hello there, how are you today?", chat_template=True)
+    after = sample(model, tok, edited)
+    assert after[0] == before[0] and after[2] == before[2]
+    assert after[1] != before[1]
+
+
+def test_prompt_stream_comes_from_seed_and_token_ids_only():
+    from traitflow.generate import prompt_seed
+
+    assert prompt_seed(0, [2, 5, 7]) == prompt_seed(0, (2, 5, 7))
+    assert len({prompt_seed(0, [2, 5, 7]), prompt_seed(1, [2, 5, 7]), prompt_seed(0, [2, 5, 8])}) == 3
+
+
+# ---- base models: no chat template ---------------------------------------------------------------
+
+def test_chat_template_auto_uses_plain_text_for_a_tokenizer_without_one(demo_model_dir, tmp_path):
+    from traitflow.errors import TraitflowError
+    from traitflow.modeling import has_chat_template, plan_chat_template
+
+    base = tmp_path / "base"
+    tok = load_tokenizer(demo_model_dir)
+    tok.chat_template = None
+    tok.save_pretrained(base)
+    assert has_chat_template(demo_model_dir) is True and has_chat_template(str(base)) is False
+    assert plan_chat_template("auto", demo_model_dir, "m") is True
+    assert plan_chat_template("auto", str(base), "m") is False
+    assert plan_chat_template(False, demo_model_dir, "m") is False
+    try:
+        plan_chat_template(True, str(base), "google/gemma-2-2b")
+    except TraitflowError as err:
+        assert str(err) == ("config generation.chat_template: true, but the tokenizer of model 'google/gemma-2-2b' "
+                            "has no chat template (a base model?); fix: set generation.chat_template to auto (plain "
+                            "text where there is no template) or false")
+    else:
+        raise AssertionError("no error")
+    plain = load_tokenizer(str(base))
+    assert encode_prompt(plain, PROMPTS[0], chat_template=False) == plain(PROMPTS[0])["input_ids"]

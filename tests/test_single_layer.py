@@ -1,7 +1,10 @@
 """Single-layer deep dive against independent oracles, for every supported architecture, and in the workflow."""
 
 import glob
+import json
 import os
+import re
+import shutil
 import sys
 import time
 
@@ -9,10 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import dry_run
+from conftest import TEST_CONFIG, deep_update, dry_run, make_workdir, snakemake
+from traitflow.errors import TraitflowError
 from traitflow.formats import load_json, load_pt
 from traitflow.generate import encode_prompt
-from traitflow.single_layer import capture_internals, decompose, internals_record, load_seed_format, model_dims
+from traitflow.single_layer import (capture_internals, decompose, internals_record, layer_block, load_layer,
+                                    load_layers, load_seed_format, model_dims)
 from traitflow.verify import verify_single_layer
 
 PROMPTS = ["What is the capital of France?", "Hi", "Tell me a short story about a dragon who learns to read."]
@@ -125,7 +130,7 @@ def test_decomposition_adds_up_to_residual_deltas(captured, monkeypatch):
     block = model.model.layers[layer]
     for seq, cap in zip(seqs, caps):
         rec = internals_record(fake_response(seq, RESPONSE_TOKENS), cap[layer], layer, model_dims(model), {})
-        dec, top = decompose(model, rec, vector, top_k=d_mlp)
+        dec, top = decompose(block, model.config, rec, vector, top_k=d_mlp)
         oracle, out = oracle_forward(model, seq, monkeypatch)
         resid_in, resid_out = (out.hidden_states[i][0].double().numpy() @ unit for i in (layer, layer + 1))
 
@@ -172,6 +177,108 @@ def test_internals_record_splits_prompt_and_response_like_the_seed(captured):
     torch.testing.assert_close(rec["internals"]["prompt"]["attention"]["attn_weights"], full[:, :n_prompt, :n_prompt])
     torch.testing.assert_close(rec["internals"]["response"]["mlp"]["neurons"], cap[1]["mlp"]["neurons"][n_prompt:])
     assert verify_single_layer(rec) == []
+
+
+# --- one layer's weights, read from the checkpoint without loading the model ------------------
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tiny_model, tmp_path_factory):
+    """The tiny model saved twice: one model.safetensors, and sharded (an index and ~17 files of 50 KB)."""
+    model, _, model_type = tiny_model
+    root = tmp_path_factory.mktemp(f"checkpoints_{model_type}")
+    single, sharded = str(root / "single"), str(root / "sharded")
+    model.save_pretrained(single)
+    model.save_pretrained(sharded, max_shard_size="50KB")
+    assert os.path.exists(os.path.join(single, "model.safetensors"))
+    assert len(glob.glob(os.path.join(sharded, "model-*.safetensors"))) > 3
+    return {"single": single, "sharded": sharded}
+
+
+@pytest.mark.parametrize("layout", ["single", "sharded"])
+def test_weights_only_layer_equals_the_loaded_models_layer(captured, checkpoints, layout, monkeypatch):
+    """Same tensors, and the same decomposition bit for bit, with no from_pretrained of the model."""
+    from transformers import AutoModelForCausalLM
+
+    model, _, seqs, caps = captured
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the whole model was loaded")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", refuse)
+    config, blocks = load_layers(checkpoints[layout], LAYERS, "float32")
+    assert sorted(blocks) == LAYERS and config.model_type == model.config.model_type
+    vector = torch.randn(model.config.hidden_size, generator=torch.Generator().manual_seed(3))
+    for layer in LAYERS:
+        full, alone = layer_block(model, layer).state_dict(), blocks[layer].state_dict()
+        assert set(alone) == set(full)
+        for name, value in full.items():
+            assert alone[name].dtype == torch.float32 and torch.equal(alone[name], value), name
+        assert not any(p.is_meta for p in blocks[layer].parameters())
+        for seq, cap in zip(seqs, caps):
+            rec = internals_record(fake_response(seq, RESPONSE_TOKENS), cap[layer], layer, model_dims(model), {})
+            want = decompose(layer_block(model, layer), model.config, rec, vector, top_k=8)
+            got = decompose(blocks[layer], config, rec, vector, top_k=8)
+            for expected, actual in zip(want, got):
+                assert expected.keys() == actual.keys()
+                for key in expected:
+                    if isinstance(expected[key], torch.Tensor):
+                        assert torch.equal(actual[key], expected[key]), key  # same weights, same arithmetic
+                    else:
+                        assert actual[key] == expected[key], key
+
+
+def test_sharded_checkpoint_opens_only_the_files_holding_the_layer(checkpoints, monkeypatch):
+    import safetensors
+
+    folder = checkpoints["sharded"]
+    with open(os.path.join(folder, "model.safetensors.index.json")) as fh:
+        weight_map = json.load(fh)["weight_map"]
+    holding = {os.path.join(folder, f) for k, f in weight_map.items() if k.startswith("model.layers.1.")}
+    opened, real = [], safetensors.safe_open
+    monkeypatch.setattr(safetensors, "safe_open", lambda path, *a, **kw: opened.append(path) or real(path, *a, **kw))
+    load_layer(folder, 1, "float32")
+    assert set(opened) == holding and len(holding) < len(set(weight_map.values()))
+
+
+def test_weights_only_layer_in_bfloat16_equals_a_bfloat16_load(demo_model_dir):
+    from traitflow.modeling import load_model
+
+    model = load_model(demo_model_dir, "cpu", "bfloat16", eager=False)
+    _, block = load_layer(demo_model_dir, 2, "bfloat16")
+    for name, value in layer_block(model, 2).state_dict().items():
+        assert block.state_dict()[name].dtype == torch.bfloat16
+        assert torch.equal(block.state_dict()[name], value), name
+
+
+def test_a_hub_name_resolves_to_its_snapshot_in_the_local_cache(demo_model_dir, tmp_path, monkeypatch):
+    snapshot = tmp_path / "hub" / "models--someone--tiny-gemma" / "snapshots" / "0123abcd"
+    shutil.copytree(demo_model_dir, snapshot)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    _, block = load_layer("someone/tiny-gemma", 1)
+    _, local = load_layer(demo_model_dir, 1)
+    for name, value in local.state_dict().items():
+        assert torch.equal(block.state_dict()[name], value)
+    with pytest.raises(TraitflowError, match="not in the local Hugging Face cache"):
+        load_layer("someone/absent", 1)
+
+
+def test_unusable_checkpoints_are_one_line_errors(demo_model_dir, tmp_path):
+    with pytest.raises(TraitflowError, match="layers \\[7\\] do not exist"):
+        load_layers(demo_model_dir, [1, 7])
+    no_weights = tmp_path / "no_weights"
+    no_weights.mkdir()
+    shutil.copy(os.path.join(demo_model_dir, "config.json"), no_weights)
+    with pytest.raises(TraitflowError, match="no model.safetensors"):
+        load_layer(str(no_weights), 1)
+    from safetensors.torch import load_file, save_file
+    partial = tmp_path / "partial"
+    shutil.copytree(demo_model_dir, partial)
+    tensors = load_file(os.path.join(demo_model_dir, "model.safetensors"))
+    save_file({k: v for k, v in tensors.items() if "layers.1.mlp.down_proj" not in k}, str(partial / "model.safetensors"),
+              metadata={"format": "pt"})
+    with pytest.raises(TraitflowError, match="lacks 1 tensor.*layer 1.*mlp.down_proj.weight"):
+        load_layer(str(partial), 1)
 
 
 # --- the workflow -----------------------------------------------------------------------------

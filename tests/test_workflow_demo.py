@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -64,30 +65,42 @@ def test_responses_are_shared_and_token_ids_are_the_processed_sequence(demo_run,
 
 def test_file_layout_and_metadata(demo_run, model):
     n_layers = model.config.num_hidden_layers
-    rec = torch.load(files(demo_run, "refusal", "pt")[0], weights_only=True)
+    path = files(demo_run, "refusal", "pt")[0]
+    rec = torch.load(path, weights_only=True)
     n_p, n_r = rec["prompt"]["n_tokens"], rec["response"]["n_tokens"]
     assert rec["projections"]["prompt"].shape == (n_p, n_layers, 3)
     assert rec["projections"]["response"].shape == (n_r, n_layers, 3)
     assert rec["projections"]["prompt"].dtype == torch.float32
-    assert sorted(rec["attention_weights"]["prompt"]) == sorted(f"layer_{l}" for l in range(n_layers))
-    assert rec["attention_weights"]["prompt"]["layer_0"].shape == (n_p, n_p)
-    assert len(rec["attention_weights"]["response"]) == n_r
-    for j, rows in enumerate(rec["attention_weights"]["response"]):
-        assert all(rows[f"layer_{l}"].shape == (n_p + j + 1,) for l in range(n_layers))
+    assert "attention_weights" not in rec  # trait-independent: once per prompt, in the shared file
     # Each tensor owns exactly its data: a saved slice would carry the whole batch's storage.
-    tensors = [rec["projections"]["prompt"], rec["projections"]["response"],
-               *rec["attention_weights"]["prompt"].values(),
-               *(t for rows in rec["attention_weights"]["response"] for t in rows.values())]
+    tensors = [rec["projections"]["prompt"], rec["projections"]["response"]]
     assert all(t.untyped_storage().nbytes() == t.numel() * t.element_size() for t in tensors)
     meta = rec["metadata"]
     assert meta["n_layers"] == n_layers and meta["sublayers"] == list(SUBLAYERS)
     assert meta["method"] == "probe" and meta["vector_layer"] == n_layers // 2
     assert meta["vector_path"].endswith(f"refusal/extraction/vectors/probe_layer{n_layers // 2}.pt")
     assert meta["seed"] == 0 and meta["trait"] == "refusal" and "traitflow_version" in meta
+    assert meta["dtype"] == "float32" and meta["prompt_index"] == 0
+    shared = os.path.normpath(os.path.join(os.path.dirname(path), meta["shared_file"]))
+    assert shared == os.path.join(demo_run["dir"], "experiments/demo/inference/shared/prompt_0.safetensors")
 
 
-def test_projections_and_attention_match_an_independent_forward_pass(demo_run, model, prompts):
-    """Recompute h . v/||v|| with numpy from output_hidden_states, and attention from output_attentions."""
+def test_every_trait_names_the_same_shared_file_per_prompt(demo_run, prompts):
+    from traitflow.shared import read_shared
+
+    for i in range(len(prompts)):
+        named = {torch.load(files(demo_run, t, "pt")[i], weights_only=True)["metadata"]["shared_file"] for t in TRAITS}
+        assert len(named) == 1
+        shared = read_shared(os.path.join(demo_run["dir"], f"experiments/demo/inference/shared/prompt_{i}.safetensors"))
+        resp = response(demo_run, i)
+        assert shared.token_ids.tolist() == resp["prompt"]["token_ids"] + resp["response"]["token_ids"]
+        assert shared.n_prompt == resp["prompt"]["n_tokens"]
+
+
+def test_projections_norms_and_attention_match_an_independent_forward_pass(demo_run, model, prompts):
+    """h . v/||v|| and ||h|| from output_hidden_states (numpy), attention (through the loader) from output_attentions."""
+    from traitflow import load_capture, load_seed_format
+
     n_layers = model.config.num_hidden_layers
     worst = 0.0
     for trait in TRAITS:
@@ -101,28 +114,57 @@ def test_projections_and_attention_match_an_independent_forward_pass(demo_run, m
                 out = model(input_ids=torch.tensor([ids]), output_hidden_states=True, output_attentions=True)
             hs = [h[0].double().numpy() for h in out.hidden_states]
             got = torch.cat([rec["projections"]["prompt"], rec["projections"]["response"]]).double().numpy()
+            loaded = load_capture(files(demo_run, trait, "pt")[i])
             for l in range(n_layers):
                 np.testing.assert_allclose(got[:, l, 0], hs[l] @ unit, atol=1e-4, rtol=0)
+                np.testing.assert_allclose(loaded["norms"][:, l, 0], np.linalg.norm(hs[l], axis=-1), rtol=1e-5)
+                norm = np.linalg.norm(hs[l], axis=-1)
+                cosine = np.divide(hs[l] @ unit, norm, out=np.zeros_like(norm), where=norm > 0)  # 0 for a zero residual
+                np.testing.assert_allclose(loaded["cosine"][:, l, 0], cosine, atol=1e-5)
                 if l < n_layers - 1:
                     np.testing.assert_allclose(got[:, l, 2], hs[l + 1] @ unit, atol=1e-4, rtol=0)
                 worst = max(worst, np.abs(got[:, l, 0] - hs[l] @ unit).max())
+            if trait != TRAITS[0]:
+                continue  # attention is shared: once per prompt is enough
+            seed = load_seed_format(files(demo_run, trait, "pt")[i])
+            n_p = rec["prompt"]["n_tokens"]
+            for l in range(n_layers):
                 attn = out.attentions[l][0].mean(0).numpy()
-                n_p = rec["prompt"]["n_tokens"]
-                np.testing.assert_allclose(rec["attention_weights"]["prompt"][f"layer_{l}"].numpy(),
-                                           attn[:n_p, :n_p], atol=1e-5)
-                for j, rows in enumerate(rec["attention_weights"]["response"]):
-                    np.testing.assert_allclose(rows[f"layer_{l}"].numpy(), attn[n_p + j, : n_p + j + 1], atol=1e-5)
+                np.testing.assert_allclose(seed["attention_weights"]["prompt"][f"layer_{l}"].numpy(),
+                                           attn[:n_p, :n_p], atol=1e-4, rtol=0)
+                for j, rows in enumerate(seed["attention_weights"]["response"]):
+                    np.testing.assert_allclose(rows[f"layer_{l}"].numpy(), attn[n_p + j, : n_p + j + 1], atol=1e-4, rtol=0)
     assert worst < 1e-4
 
 
-def test_json_mirrors_pt(demo_run):
+def test_seed_format_passes_the_seed_verifier(demo_run, prompts):
+    from traitflow import load_seed_format
+    from traitflow.verify import verify_all_layers
+
+    for trait in TRAITS:
+        seed = load_seed_format(files(demo_run, trait, "pt")[-1])
+        assert verify_all_layers(seed) == []
+        n_p, n_r = seed["prompt"]["n_tokens"], seed["response"]["n_tokens"]
+        assert seed["attention_weights"]["prompt"]["layer_0"].shape == (n_p, n_p)
+        assert [rows["layer_0"].shape[0] for rows in seed["attention_weights"]["response"]] == \
+            list(range(n_p + 1, n_p + n_r + 1))
+
+
+def test_json_holds_projections_only_with_short_numbers(demo_run):
     pt = torch.load(files(demo_run, "uncertainty", "pt")[1], weights_only=True)
     with open(files(demo_run, "uncertainty", "json")[1]) as fh:
-        js = json.load(fh)
-    assert js["prompt"]["tokens"] == pt["prompt"]["tokens"]
-    np.testing.assert_allclose(np.array(js["projections"]["response"]), pt["projections"]["response"].numpy(), atol=1e-4)
-    assert len(js["attention_weights"]["response"]) == pt["response"]["n_tokens"]
-    assert js["metadata"]["trait"] == "uncertainty"
+        text = fh.read()
+    js = json.loads(text)
+    assert set(js) == {"trait", "metadata", "projections"} and js["trait"] == "uncertainty"
+    assert "attention" not in text and "tokens" not in js
+    response_proj = pt["projections"]["response"].numpy()
+    got = np.array(js["projections"]["response"])
+    np.testing.assert_allclose(got, response_proj, rtol=5e-4, atol=1e-12)  # 4 significant digits
+    # Every number is written with at most 4 significant digits (no float32 noise such as 0.03742999956011772).
+    numbers = re.findall(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?", text.split('"projections"', 1)[1])
+    assert len(numbers) == pt["projections"]["prompt"].numel() + pt["projections"]["response"].numel()
+    assert all(n == repr(float(format(float(n), ".4g"))) for n in numbers)
+    assert js["metadata"]["n_prompt"] == pt["prompt"]["n_tokens"] and js["metadata"]["n_response"] == pt["response"]["n_tokens"]
 
 
 def test_vectors_extracted_for_both_methods_at_every_layer(demo_run, model):

@@ -22,6 +22,9 @@ class Architecture:
     # Norm applied to the MLP output before it is added to the residual, or None.
     mlp_out_norm: str | None
     attn: str = "self_attn"
+    # The logit lens: the final norm and the unembedding, as dotted paths from the CausalLM.
+    final_norm: str = "model.norm"
+    unembed: str = "lm_head"
     mlp: str = "mlp"
     # Single-layer capture: projections inside attn and mlp, the gate activation
     # module, and the rotary function, looked up in the attention class's module.

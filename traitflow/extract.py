@@ -1,13 +1,17 @@
 """Contrastive vector extraction: mean difference and a logistic-regression probe, per layer.
 
 Each example is summarised by the mean of its residual_out over its tokens at
-every layer; methods then compare positive and negative summaries.
+every layer (special tokens such as <bos> left out: their residual is the same
+for every example and its norm dwarfs the rest); methods then compare positive
+and negative summaries. Examples run in batches by length, capped by count and
+by a token budget, halved on CUDA out-of-memory (traitflow.batching).
 """
 
 import torch
 
-from .capture import capture
+from .batching import run_batched
 from .errors import TraitflowError
+from .hooks import residual_hooks
 
 
 def read_examples(path):
@@ -22,11 +26,61 @@ def read_examples(path):
     return examples
 
 
-def example_features(model, tokenizer, texts, batch_size=8):
-    """[n_examples, layers, d_model]: token-mean residual_out of each example."""
+def _left_pad(sequences, pad_id, device):
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for b, seq in enumerate(sequences):
+        ids[b, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
+        mask[b, width - len(seq):] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return ids.to(device), mask.to(device), positions.to(device)
+
+
+@torch.no_grad()
+def token_means(model, sequences, keep=None, batch_size=8, token_budget=None, labels=None):
+    """[n, layers, d_model] float32: each sequence's mean residual_out over its kept tokens, per layer.
+
+    keep[i]: booleans per token of sequence i (False: left out of the mean); the
+    mean is taken on the device inside the hook, so no [batch, tokens, layers,
+    d_model] tensor exists.
+    """
+    device = next(model.parameters()).device
+    n_layer, d_model = model.config.num_hidden_layers, model.config.hidden_size
+    pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
+    out = torch.empty(len(sequences), n_layer, d_model)
+
+    def run_batch(group):
+        ids, mask, positions = _left_pad([sequences[i] for i in group], pad_id, device)
+        weights = mask.float()
+        if keep is not None:
+            for b, i in enumerate(group):
+                weights[b, ids.shape[1] - len(sequences[i]):] *= torch.tensor(keep[i], dtype=torch.float32,
+                                                                               device=device)
+        weights = weights / weights.sum(-1, keepdim=True).clamp_min(1.0)
+        sums = torch.empty(len(group), n_layer, d_model, device=device)
+
+        def on_residual(layer, point, h):
+            if point == 2:
+                sums[:, layer] = torch.einsum("bt,btd->bd", weights, h.float())
+
+        with residual_hooks(model, on_residual):
+            model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False, logits_to_keep=1)
+        out[group] = sums.cpu()
+
+    run_batched([len(s) for s in sequences], batch_size, run_batch, what="example", token_budget=token_budget,
+                labels=labels)
+    return out
+
+
+def example_features(model, tokenizer, texts, batch_size=8, token_budget=None, where=None):
+    """[n_examples, layers, d_model]: token-mean residual_out of each example (special tokens left out)."""
     seqs = [tokenizer(t)["input_ids"] for t in texts]
-    caps = capture(model, seqs, None, batch_size=batch_size, attention=False, keep_residuals=True)
-    return torch.stack([c.residuals[:, :, 2].mean(0) for c in caps])
+    special = set(tokenizer.all_special_ids)
+    keep = [[t not in special for t in s] for s in seqs]
+    keep = [k if any(k) else [True] * len(k) for k in keep]  # an example of special tokens only keeps them all
+    labels = [f"{where + ': ' if where else ''}example {n + 1} ({t[:40]!r})" for n, t in enumerate(texts)]
+    return token_means(model, seqs, keep, batch_size=batch_size, token_budget=token_budget, labels=labels)
 
 
 def mean_diff(pos, neg):

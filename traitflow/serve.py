@@ -1,20 +1,62 @@
 """Serve the viewer and an experiment's outputs on localhost: `make view` (or python -m traitflow.serve).
 
 Only two folders are reachable: /viewer/ (the static page) and /experiments/ (the
-JSON it reads), each mapped from its own directory, so the page can come from the
+files it reads), each mapped from its own directory, so the page can come from the
 installed repo while the outputs live in any workflow directory.
+
+Single byte ranges (`Range: bytes=a-b`, `a-`, `-n`) are answered with 206 Partial
+Content: the viewer reads a shared per-prompt .safetensors file a few byte ranges
+at a time (header, residual norms, one token's attention rows) instead of whole.
 """
 
 import argparse
+import email.utils
 import errno
 import functools
 import os
+import re
 import posixpath
 import sys
 import urllib.parse
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 VIEWER_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "viewer")
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def parse_range(header, size):
+    """(start, end) inclusive for a single `bytes=` range of a size-byte file.
+
+    None: not a single byte range we serve (malformed, several ranges): the whole
+    file is sent instead, which RFC 9110 allows. "unsatisfiable": starts past the end.
+    """
+    m = _RANGE.match(header.strip().replace(" ", ""))
+    if not m or m[1] == m[2] == "":
+        return None
+    if m[1] == "":  # the last n bytes
+        n = int(m[2])
+        return (max(0, size - n), size - 1) if n > 0 and size > 0 else "unsatisfiable"
+    start = int(m[1])
+    end = min(int(m[2]), size - 1) if m[2] else size - 1
+    if m[2] and int(m[2]) < start:
+        return None
+    return (start, end) if start < size else "unsatisfiable"
+
+
+class _Slice:
+    """A file object that reads `length` bytes from its current position, then EOF."""
+
+    def __init__(self, fh, length):
+        self.fh, self.left = fh, length
+
+    def read(self, n=-1):
+        n = self.left if n is None or n < 0 else min(n, self.left)
+        data = self.fh.read(n) if n else b""
+        self.left -= len(data)
+        return data
+
+    def close(self):
+        self.fh.close()
 
 
 class ViewerHandler(SimpleHTTPRequestHandler):
@@ -40,8 +82,41 @@ class ViewerHandler(SimpleHTTPRequestHandler):
             return
         super().do_GET()
 
+    def send_head(self):
+        """The parent's answer, or 206 with the requested bytes for a single Range on a file."""
+        header = self.headers.get("Range")
+        path = self.translate_path(self.path)
+        if header is None or not path or not os.path.isfile(path):
+            return super().send_head()
+        try:
+            fh = open(path, "rb")
+        except OSError:
+            return super().send_head()
+        size = os.fstat(fh.fileno()).st_size
+        wanted = parse_range(header, size)
+        if wanted is None:
+            fh.close()
+            return super().send_head()
+        if wanted == "unsatisfiable":
+            fh.close()
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{size}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
+        start, end = wanted
+        fh.seek(start)
+        self.send_response(206)
+        self.send_header("Content-Type", self.guess_type(path))
+        self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.send_header("Content-Length", str(end - start + 1))
+        self.send_header("Last-Modified", email.utils.formatdate(os.fstat(fh.fileno()).st_mtime, usegmt=True))
+        self.end_headers()
+        return _Slice(fh, end - start + 1)
+
     def end_headers(self):
         self.send_header("Cache-Control", "no-store")  # outputs change between runs
+        self.send_header("Accept-Ranges", "bytes")
         super().end_headers()
 
     def log_message(self, format, *args):

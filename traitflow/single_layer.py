@@ -7,6 +7,10 @@ Two files per (prompt, layer), so the large trait-independent tensors exist once
       the trait's decomposition at that layer (+ .json for the viewer)
 load_seed_format(trait_file) joins the two into the seed scripts' dict for old notebooks.
 
+The per-trait stage runs no forward pass and loads no model: load_layers() reads only the
+chosen decoder layers' tensors from the checkpoint files into a skeleton built on the meta
+device, and decompose() needs only that block (o_proj, down_proj, Gemma-2's output norms).
+
 Internals names (TransformerLens hook in brackets), [tokens, width] unless noted:
   attention: q_proj, k_proj, v_proj (hook_q/k/v, flattened heads, before rotary), q_rotary, k_rotary
              (hook_rot_q/k), z (hook_z: per-head outputs entering o_proj), attn_weights (hook_pattern:
@@ -16,6 +20,7 @@ Internals names (TransformerLens hook in brackets), [tokens, width] unless noted
   residual:  input, after_attn, output (resid_pre, resid_mid, resid_post)
 """
 
+import json
 import os
 import sys
 from contextlib import ExitStack, contextmanager
@@ -25,6 +30,7 @@ import torch
 from . import SUBLAYERS, __version__
 from .arch import architecture_for, get_module
 from .capture import batches, left_pad, unit_vectors
+from .errors import TraitflowError
 from .formats import load_pt, now
 
 ATTENTION = ("q_proj", "k_proj", "v_proj", "q_rotary", "k_rotary", "z")
@@ -39,12 +45,13 @@ class _Stop(Exception):
 
 def model_dims(model):
     """The sizes the file formats are checked against."""
-    c, attn = model.config, get_module(_block(model, 0), architecture_for(model.config).attn)
+    c, attn = model.config, get_module(layer_block(model, 0), architecture_for(model.config).attn)
     return {"n_layers": c.num_hidden_layers, "d_model": c.hidden_size, "n_heads": c.num_attention_heads,
             "n_kv_heads": c.num_key_value_heads, "head_dim": attn.head_dim, "d_mlp": c.intermediate_size}
 
 
-def _block(model, layer):
+def layer_block(model, layer):
+    """Decoder layer `layer` of a loaded causal LM (the module decompose() takes)."""
     return get_module(model, architecture_for(model.config).layers)[layer]
 
 
@@ -58,7 +65,7 @@ def internals_hooks(model, layers, on_tensor):
     from .hooks import residual_hooks
 
     arch = architecture_for(model.config)
-    attn_class = type(get_module(_block(model, 0), arch.attn))
+    attn_class = type(get_module(layer_block(model, 0), arch.attn))
     rotary = getattr(sys.modules[attn_class.__module__], arch.rotary)
 
     def output_hook(layer, group, name, stash=None):
@@ -87,7 +94,7 @@ def internals_hooks(model, layers, on_tensor):
         handles = []
         stack.callback(lambda: [h.remove() for h in handles])
         for l in layers:
-            block, stash = _block(model, l), {}
+            block, stash = layer_block(model, l), {}
             attn, mlp = get_module(block, arch.attn), get_module(block, arch.mlp)
             handles += [
                 get_module(attn, arch.q_proj).register_forward_hook(output_hook(l, "attention", "q_proj", stash)),
@@ -105,7 +112,7 @@ def internals_hooks(model, layers, on_tensor):
                 get_module(mlp, arch.down_proj).register_forward_hook(output_hook(l, "mlp", "down_proj")),
             ]
         # Registered after residual_hooks, so the last layer's output is recorded before the stop.
-        handles.append(_block(model, max(layers)).register_forward_hook(stop))
+        handles.append(layer_block(model, max(layers)).register_forward_hook(stop))
         yield
 
 
@@ -196,9 +203,11 @@ def block_directions(norm, y, unit):
 
 
 @torch.no_grad()
-def decompose(model, internals, vector, top_k=20):
+def decompose(block, config, internals, vector, top_k=20):
     """The trait's decomposition at the internals' layer, over prompt then response tokens.
 
+    block: that decoder layer (layer_block(model, L) of a loaded model, or
+    load_layers()'s weights-only block); config: the model's transformers config.
     The attention and MLP contributions are the blocks' outputs (after Gemma-2's
     post-norms) projected on the unit vector: residual deltas after_attn - residual_in
     and residual_out - after_attn. Head h's share uses the post-attention norm's
@@ -206,10 +215,11 @@ def decompose(model, internals, vector, top_k=20):
     (plus o_proj's bias, if any) add up to the attention contribution exactly; the
     same holds for neurons and the MLP contribution.
     """
-    arch = architecture_for(model.config)
-    block = _block(model, internals["layer"])
+    arch = architecture_for(config)
     attn, mlp = get_module(block, arch.attn), get_module(block, arch.mlp)
-    device = next(model.parameters()).device
+    if getattr(attn, "layer_idx", internals["layer"]) != internals["layer"]:
+        raise ValueError(f"block is layer {attn.layer_idx}, the internals are layer {internals['layer']}")
+    device = next(block.parameters()).device
     unit = unit_vectors(vector, device)[0]
     out = {name: _joined(internals, "residual", r, device) @ unit for name, r in zip(SUBLAYERS, RESIDUAL)}
 
@@ -233,6 +243,130 @@ def decompose(model, internals, vector, top_k=20):
            "mean_abs_contribution": neurons.abs().mean(0)[order]}
     cpu = lambda d: {k: v.cpu().contiguous() if isinstance(v, torch.Tensor) else v for k, v in d.items()}
     return cpu(out), cpu(top)
+
+
+# --- one layer's weights, without loading the model ---------------------------------------------
+
+_CHECKPOINTS = (  # (index of a sharded checkpoint, single file), in from_pretrained's order of preference
+    ("model.safetensors.index.json", "model.safetensors"),
+    ("pytorch_model.bin.index.json", "pytorch_model.bin"),
+)
+
+
+def model_folder(model_path):
+    """The local folder of a model: the path itself, or a hub name's snapshot in the local cache."""
+    from .workflow import model_dir
+
+    folder = model_dir({"model": model_path})
+    if folder is None or not os.path.isdir(folder):
+        raise TraitflowError(f"model '{model_path}'", "not a local folder and not in the local Hugging Face cache; "
+                             "nothing is downloaded at run time",
+                             f"fetch it once where the hub is reachable (`hf download {model_path}`) and copy the "
+                             "cache (HF_HOME) here, or set model to a local folder")
+    return folder
+
+
+def _open_checkpoint(path):
+    """{key: tensor-or-lazy handle} reader for one checkpoint file; tensors are read on access only."""
+    if path.endswith(".safetensors"):
+        from safetensors import safe_open
+        handle = safe_open(path, framework="pt", device="cpu")
+        return list(handle.keys()), handle.get_tensor
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # mmap: untouched tensors stay on disk
+    return list(state), state.__getitem__
+
+
+def _checkpoint_keys(folder):
+    """{tensor key: file} for the model's checkpoint, from the index of a sharded one or the file's own keys."""
+    for index_name, single_name in _CHECKPOINTS:
+        index = os.path.join(folder, index_name)
+        if os.path.exists(index):
+            try:
+                with open(index, encoding="utf-8") as fh:
+                    weight_map = json.load(fh)["weight_map"]
+            except (ValueError, KeyError, TypeError) as err:
+                raise TraitflowError(index, f"not a checkpoint index ({type(err).__name__}: {err})",
+                                     "re-save the model with save_pretrained") from None
+            return {key: os.path.join(folder, name) for key, name in weight_map.items()}
+        single = os.path.join(folder, single_name)
+        if os.path.exists(single):
+            keys, _ = _open_checkpoint(single)
+            return dict.fromkeys(keys, single)
+    raise TraitflowError(folder, "no model.safetensors, model.safetensors.index.json or pytorch_model.bin in it",
+                         "point model at a folder written by save_pretrained")
+
+
+def _layer_prefix(keys, layers_path, layer, where):
+    """The key prefix of decoder layer `layer` (model.layers.L.), or the same without the base model's name."""
+    candidates = [f"{layers_path}.{layer}."]
+    if "." in layers_path:
+        candidates.append(f"{layers_path.split('.', 1)[1]}.{layer}.")  # saved from the base model (AutoModel)
+    for prefix in candidates:
+        if any(k.startswith(prefix) for k in keys):
+            return prefix
+    raise TraitflowError(where, f"the checkpoint has no tensors for layer {layer} (looked for keys starting with "
+                         f"{' or '.join(candidates)})", "point model at a folder written by save_pretrained")
+
+
+def load_layers(model_path, layers, dtype="float32"):
+    """(config, {layer: decoder block}) with only those layers' tensors read from the checkpoint.
+
+    The model's skeleton is built on the meta device from its config (no memory, no
+    weights), the chosen decoder layers are materialised on the CPU and filled from
+    the safetensors (or .bin) tensors under their key prefix, read one by one: a
+    sharded checkpoint opens only the files that hold them. dtype: a traitflow dtype
+    name or torch dtype (the internals' dtype makes the weights round like the pass).
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from .modeling import DTYPES
+
+    dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
+    folder = model_folder(model_path)
+    try:
+        config = AutoConfig.from_pretrained(folder)
+    except (OSError, ValueError) as err:
+        raise TraitflowError(folder, f"cannot read the model's config ({type(err).__name__}: "
+                             f"{(str(err).strip().splitlines() or [''])[0][:200]})",
+                             "point model at a folder written by save_pretrained") from None
+    arch = architecture_for(config, where=f"model '{model_path}'")
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+    decoder = get_module(skeleton, arch.layers)
+    bad = [l for l in layers if not 0 <= l < len(decoder)]
+    if bad:
+        raise TraitflowError(f"model '{model_path}'", f"layers {bad} do not exist (it has layers 0-{len(decoder) - 1})",
+                             "pick from those")
+    files = _checkpoint_keys(folder)
+    blocks, wanted = {}, {}
+    for layer in layers:
+        prefix = _layer_prefix(files, arch.layers, layer, folder)
+        block = decoder[layer].to_empty(device="cpu")
+        names = set(block.state_dict())
+        for key in files:
+            if key.startswith(prefix) and key[len(prefix):] in names:  # skips stale extras (old rotary inv_freq)
+                wanted.setdefault(files[key], []).append((layer, key, key[len(prefix):]))
+        blocks[layer] = (block, {})
+    for path, entries in wanted.items():
+        _, read = _open_checkpoint(path)
+        for layer, key, name in entries:
+            blocks[layer][1][name] = read(key)
+    out = {}
+    for layer, (block, state) in blocks.items():
+        missing = sorted(set(block.state_dict()) - set(state))
+        if missing:
+            raise TraitflowError(folder, f"the checkpoint lacks {len(missing)} tensor(s) of layer {layer} "
+                                 f"(e.g. {missing[0]})", "point model at a complete save_pretrained folder")
+        block.load_state_dict(state, strict=True)
+        out[layer] = block.to(dtype).eval()
+    del skeleton
+    return config, out
+
+
+def load_layer(model_path, layer, dtype="float32"):
+    """(config, decoder block `layer`) read from the checkpoint without loading the model."""
+    config, blocks = load_layers(model_path, [layer], dtype)
+    return config, blocks[layer]
 
 
 def trait_record(internals, decomposition, top_neurons, metadata, internals_file):

@@ -117,3 +117,45 @@ def check_vector_model(vector_path, model, allow_mismatch):
     if named and named != model and not allow_mismatch:
         raise TraitflowError(vector_path, f"vector was extracted from '{named}', not '{model}'",
                              "extract it from this model, or set vector.allow_model_mismatch: true")
+
+
+VECTOR_CHECKS = ".snakemake/traitflow/vector_checks.json"
+
+
+def vector_problems(paths, d_model, cache_path=VECTOR_CHECKS):
+    """{path: one-line problem} for the vector files among paths that cannot be projected on.
+
+    Runs at plan time, so that a bad vector leaves its trait out before any job
+    (one capture job serves every trait). Each verdict is cached by the file's
+    size and mtime: torch is imported only when some vector is new or changed.
+    Files that do not exist yet (to be extracted) are not checked.
+    """
+    try:
+        with open(cache_path, encoding="utf-8") as fh:
+            cache = json.load(fh)
+    except (OSError, ValueError):
+        cache = {}
+    problems, changed = {}, False
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        key = [st.st_size, st.st_mtime_ns, d_model]
+        entry = cache.get(os.path.abspath(path))
+        if entry is None or entry["key"] != key:
+            try:
+                load_vector(path, d_model)
+                entry = {"key": key, "problem": None}
+            except TraitflowError as err:
+                entry = {"key": key, "problem": str(err)}
+            cache[os.path.abspath(path)], changed = entry, True
+        if entry["problem"]:
+            problems[path] = entry["problem"]
+    if changed:
+        from .formats import save_json
+        try:
+            save_json(cache, cache_path)
+        except OSError:  # a read-only working directory only loses the cache
+            pass
+    return problems

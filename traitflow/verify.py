@@ -1,19 +1,25 @@
 """Format verifiers for capture files: every problem as one line, never a traceback.
 
-verify_all_layers(record) and verify_single_layer(record) return the problems
+verify_all_layers(record, path) and verify_single_layer(record) return the problems
 found (empty: valid), checking keys, shapes against the token counts and the
 metadata's layer count and model sizes, dtypes, attention row lengths and sums,
-and finiteness. A .json mirror passes the same checks (its arrays are lists).
+and finiteness. An all-layers record is a per-trait .pt (whose shared file must
+exist and hold the same tokens), its .json (projections and metadata), or the
+seed's full dict from traitflow.load_seed_format; verify_shared checks a shared
+per-prompt .safetensors file.
 The capture scripts call check() on every record before writing it, and
 scripts/verify_*_format.py are the command lines.
 """
 
+import os
 import sys
 
+import numpy as np
 import torch
 
 from .errors import TraitflowError
-from .formats import load_json, load_pt
+from .formats import load_json, load_pt, shared_file_of
+from .shared import SHARED_FORMAT, attention_offset, read_shared
 from .single_layer import ATTENTION, DECOMPOSITION, MLP, RESIDUAL
 
 SIDES = ("prompt", "response")
@@ -127,22 +133,96 @@ def _layer_keys(p, d, where, n_layers):
     return False
 
 
-def verify_all_layers(record):
-    """Problems in an all-layers capture record (the .pt dict or its .json mirror)."""
+def verify_shared(path):
+    """Problems in a shared per-prompt file: header, shapes, finite norms, attention rows that sum to 1."""
+    try:
+        shared = read_shared(path)
+    except FileNotFoundError:
+        return ["file not found"]
+    except Exception as err:  # safetensors raises its own errors for truncated or foreign files
+        return [f"not a readable traitflow shared file ({type(err).__name__}: {str(err)[:120]})"]
+    p = Problems()
+    meta, T, L = shared.metadata, shared.n_tokens, shared.n_layers
+    if meta.get("format") != SHARED_FORMAT:
+        p.append(f"__metadata__.format: {meta.get('format')!r}, expected {SHARED_FORMAT!r}")
+    if not 0 <= shared.n_prompt <= T:
+        p.append(f"__metadata__.n_prompt: {shared.n_prompt} is not within the {T} tokens")
+    norms = shared.residual_norms
+    if norms is None or list(norms.shape) != [T, L, 3]:
+        p.append(f"residual_norms: shape {None if norms is None else list(norms.shape)}, expected {[T, L, 3]}")
+    elif not np.isfinite(norms).all() or (norms < 0).any():
+        p.append("residual_norms: contains NaN, infinite or negative values")
+    packed = shared.packed_attention
+    if packed is not None:
+        if packed.shape != (attention_offset(T, L),):
+            p.append(f"attention: {packed.shape[0]} entries, expected {attention_offset(T, L)} "
+                     f"(n_layers * T * (T + 1) / 2 with T = {T})")
+        else:
+            for t in range(T):
+                deviation = np.abs(shared.attention_rows(t).sum(-1) - 1).max()
+                if deviation > ROW_SUM_TOLERANCE:
+                    p.append(f"attention: token {t}'s rows do not sum to 1 (off by up to {deviation:.3g})")
+                    break
+    ids, probs = shared.logit_lens_ids, shared.logit_lens_probs
+    if (ids is None) != (probs is None) or ids is not None and (ids.shape != probs.shape or ids.shape[:2] != (T, L)):
+        p.append("logit_lens_ids / logit_lens_probs: missing one of the pair, or shapes are not [T, n_layers, k]")
+    return p
+
+
+def _shared_agrees(p, record, path):
+    """The shared file a per-trait .pt names exists and holds the same tokens and layers."""
+    shared_path = shared_file_of(path, record)
+    if not os.path.exists(shared_path):
+        p.append(f"metadata.shared_file: {shared_path} does not exist")
+        return
+    problems = verify_shared(shared_path)
+    p.extend(f"{shared_path}: {problem}" for problem in problems)
+    if problems:
+        return
+    shared = read_shared(shared_path)
+    tokens = record["prompt"]["token_ids"] + record["response"]["token_ids"]
+    if shared.token_ids.tolist() != tokens or shared.n_prompt != record["prompt"]["n_tokens"]:
+        p.append(f"metadata.shared_file: {shared_path} holds other tokens than this file")
+    if shared.n_layers != record["metadata"].get("n_layers"):
+        p.append(f"metadata.shared_file: {shared_path} has {shared.n_layers} layers, this file "
+                 f"{record['metadata'].get('n_layers')}")
+
+
+def _trait_json(p, record):
+    """A per-trait .json: metadata with the token counts, and projections."""
+    meta = p.key(record, "metadata")
+    n = {k: p.integer(p.key(meta, k, "metadata"), f"metadata.{k}") for k in ("n_prompt", "n_response", "n_layers")}
+    if None in n.values():
+        return p
+    for side in SIDES:
+        p.array(p.key(p.key(record, "projections"), side, "projections"), f"projections.{side}",
+                [n[f"n_{side}"], n["n_layers"], 3])
+    return p
+
+
+def verify_all_layers(record, path=None):
+    """Problems in an all-layers record: a per-trait .pt (with path: its shared file too), its .json, or the seed dict."""
     p = Problems()
     if not isinstance(record, dict):
         return [f"file: expected a dict, found {type(record).__name__}"]
+    if "prompt" not in record and "projections" in record:
+        return _trait_json(p, record)
     n_prompt, n_response = p.segment(record, "prompt"), p.segment(record, "response")
     meta = p.key(record, "metadata")
     n_layers = p.integer(p.key(meta, "n_layers", "metadata"), "metadata.n_layers")
     sublayers = p.key(meta, "sublayers", "metadata")
     if sublayers is not None and len(sublayers) != 3:
         p.append(f"metadata.sublayers: {len(sublayers)} names, expected 3")
-    projections, attention = p.key(record, "projections"), p.key(record, "attention_weights")
+    projections = p.key(record, "projections")
     if None in (n_prompt, n_response, n_layers):
         return p
     for side, n in zip(SIDES, (n_prompt, n_response)):
         p.array(p.key(projections, side, "projections"), f"projections.{side}", [n, n_layers, 3], float32=True)
+    if "attention_weights" not in record:  # our per-trait file: attention lives in the shared file
+        if p.key(meta, "shared_file", "metadata") is not None and path is not None and not p:
+            _shared_agrees(p, record, path)
+        return p
+    attention = record["attention_weights"]
     prompt = p.key(attention, "prompt", "attention_weights")
     if _layer_keys(p, prompt, "attention_weights.prompt", n_layers):
         for name, x in prompt.items():
@@ -201,7 +281,7 @@ def _decomposition(p, record, n_tokens, dims):
     p.array(p.key(top, "contributions", "top_neurons"), "top_neurons.contributions", [len(indices), n_tokens])
 
 
-def verify_single_layer(record):
+def verify_single_layer(record, path=None):
     """Problems in a single-layer record: a layer-internals file, a per-trait file, or load_seed_format's dict."""
     p = Problems()
     if not isinstance(record, dict):
@@ -231,7 +311,9 @@ VERIFIERS = {"all_layers": verify_all_layers, "single_layer": verify_single_laye
 
 
 def verify_file(path, kind):
-    """Problems in one .pt or .json file of the given kind ('all_layers' or 'single_layer')."""
+    """Problems in one .pt, .json or shared .safetensors file of the given kind ('all_layers' or 'single_layer')."""
+    if path.endswith(".safetensors"):
+        return verify_shared(path)
     try:
         record = load_json(path) if path.endswith(".json") else load_pt(path)
     except TraitflowError as err:
@@ -240,12 +322,15 @@ def verify_file(path, kind):
         return ["file not found"]
     except (OSError, ValueError) as err:  # json.JSONDecodeError is a ValueError
         return [f"cannot read: {err}"]
-    return VERIFIERS[kind](record)
+    return VERIFIERS[kind](record, path)
 
 
 def check(record, kind, where):
-    """Raise a TraitflowError naming every problem, so a bad record fails its job instead of being written."""
-    problems = VERIFIERS[kind](record)
+    """Raise a TraitflowError naming every problem, so a bad record fails its job instead of being written.
+
+    where is the path the record will be written to (its shared file is checked relative to it).
+    """
+    problems = VERIFIERS[kind](record, where)
     if problems:
         raise TraitflowError(where, f"{len(problems)} format problem(s): " + "; ".join(problems[:5]),
                              "this is a traitflow bug; please report it with this line")
@@ -254,7 +339,7 @@ def check(record, kind, where):
 def cli(argv, kind):
     """scripts/verify_*_format.py FILE...: one line per problem, exit status 1 when any file has one."""
     if not argv or argv[0] in ("-h", "--help"):
-        print(f"usage: verify_{kind}_format.py FILE.pt|FILE.json ...", file=sys.stderr)
+        print(f"usage: verify_{kind}_format.py FILE.pt|FILE.json|SHARED.safetensors ...", file=sys.stderr)
         return 2
     bad = 0
     for path in argv:

@@ -1,8 +1,11 @@
-"""The viewer's table of contents for one experiment: traits, prompts, and which JSON exist.
+"""The viewer's table of contents for one experiment: traits, prompts, and which files exist.
 
 The browser cannot list folders, so a small index says which files to fetch. Paths
 in it are relative to the experiment folder; the viewer resolves them against
-`experiments/{exp}/`. Only the standard library is used: this runs in a local job.
+`experiments/{exp}/`. Per prompt: its response (tokens) and its shared per-prompt
+file (residual norms, attention, logit lens; read by byte range); per trait and
+prompt: the projections JSON, dynamics and single-layer JSON; once: the overview.
+Only the standard library is used: this runs in a local job.
 """
 
 import glob
@@ -12,11 +15,13 @@ import re
 
 from . import SUBLAYERS, __version__
 
-INDEX_FORMAT = "traitflow-viewer-index/1"
+INDEX_FORMAT = "traitflow-viewer-index/2"
 
 # Experiment-relative paths of the files the viewer reads (DESIGN section 2 layout).
 _PATTERNS = {
     "response": re.compile(r"^inference/responses/prompt_(?P<prompt>\d+)\.json$"),
+    "shared": re.compile(r"^inference/shared/prompt_(?P<prompt>\d+)\.safetensors$"),
+    "overview": re.compile(r"^viewer/overview\.json$"),
     "all_layers": re.compile(r"^(?P<trait>[^/]+)/inference/residual_stream_activations/prompt_(?P<prompt>\d+)\.json$"),
     "single_layer": re.compile(
         r"^(?P<trait>[^/]+)/inference/layer_internal_states/prompt_(?P<prompt>\d+)_layer(?P<layer>\d+)\.json$"),
@@ -32,13 +37,16 @@ def classify(relpath):
         if m:
             d = m.groupdict()
             layer = int(d["layer"]) if d.get("layer") else None
-            return kind, d.get("trait"), int(d["prompt"]), layer
+            prompt = int(d["prompt"]) if d.get("prompt") else None
+            return kind, d.get("trait"), prompt, layer
     return None
 
 
 def scan(exp_dir):
     """Every file under exp_dir the viewer could read (for indexing outside Snakemake)."""
-    paths = glob.glob(os.path.join(exp_dir, "**", "prompt_*.json"), recursive=True)
+    paths = [*glob.glob(os.path.join(exp_dir, "**", "prompt_*.json"), recursive=True),
+             *glob.glob(os.path.join(exp_dir, "inference", "shared", "prompt_*.safetensors")),
+             *glob.glob(os.path.join(exp_dir, "viewer", "overview.json"))]
     return sorted(p for p in paths if classify(os.path.relpath(p, exp_dir)))
 
 
@@ -51,11 +59,12 @@ def build_index(exp_dir, files, experiment, model, n_layers, traits):
     """The index dict for the files listed (paths as given to Snakemake, i.e. under exp_dir).
 
     traits: {name: {"method": str, "vector_layer": int}} in display order. Prompts
-    come from the shared response files among `files`; a trait's entry for a prompt
-    names its all-layers JSON, single-layer JSON per layer, and dynamics JSON, each
-    only when that file is among `files`.
+    come from the shared response files among `files` (with their shared per-prompt
+    file, when listed); a trait's entry for a prompt names its all-layers JSON,
+    single-layer JSON per layer, and dynamics JSON, each only when that file is among
+    `files`. "overview" names the overview file when it is listed, else it is null.
     """
-    prompts, entries = {}, {name: {} for name in traits}
+    prompts, shared, entries, overview = {}, {}, {name: {} for name in traits}, None
     for path in files:
         relpath = os.path.relpath(path, exp_dir).replace(os.sep, "/")
         found = classify(relpath)
@@ -65,6 +74,12 @@ def build_index(exp_dir, files, experiment, model, n_layers, traits):
         if kind == "response":
             prompts[prompt] = _prompt_entry(prompt, relpath, _read_json(path))
             continue
+        if kind == "shared":
+            shared[prompt] = relpath
+            continue
+        if kind == "overview":
+            overview = relpath
+            continue
         entry = entries.setdefault(trait, {}).setdefault(str(prompt), {})
         if kind == "single_layer":
             entry.setdefault("single_layer", {})[str(layer)] = relpath
@@ -73,6 +88,8 @@ def build_index(exp_dir, files, experiment, model, n_layers, traits):
     for entry in (e for per_trait in entries.values() for e in per_trait.values()):
         if "single_layer" in entry:
             entry["single_layer"] = dict(sorted(entry["single_layer"].items(), key=lambda kv: int(kv[0])))
+    for i, entry in prompts.items():
+        entry["shared"] = shared.get(i)
     return {
         "format": INDEX_FORMAT,
         "experiment": experiment,
@@ -80,6 +97,7 @@ def build_index(exp_dir, files, experiment, model, n_layers, traits):
         "n_layers": n_layers,
         "sublayers": list(SUBLAYERS),
         "traitflow_version": __version__,
+        "overview": overview,
         "traits": [{"name": name, **traits.get(name, {})} for name in entries],
         "prompts": [prompts[i] for i in sorted(prompts)],
         "files": {name: dict(sorted(per.items(), key=lambda kv: int(kv[0]))) for name, per in entries.items()},

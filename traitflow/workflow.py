@@ -17,7 +17,8 @@ from types import SimpleNamespace
 from .arch import architecture_for
 from .errors import TraitflowError
 from .prompts import check_prompts, read_lines, read_prompts
-from .vectors import EXTRACTED_METHODS, check_vector_model, choose_vector, list_vectors, vector_filename
+from .vectors import (EXTRACTED_METHODS, check_vector_model, choose_vector, list_vectors, vector_filename,
+                      vector_problems)
 
 DEMO_MODEL = "traitflow-demo"
 DEMO_MODEL_DIR = "resources/models/traitflow-demo"
@@ -413,6 +414,10 @@ def make_plan(config):
                 hidden_size=int(model_cfg["hidden_size"]), context=int(context) if context else None)
     for name in names:
         plan.traits[name] = plan_trait(exp_dir, name, config["vector"], n_layers, config["model"])
+    runnable = [t for t in plan.traits.values() if t.error is None]
+    bad = vector_problems([t.vector_path for t in runnable], plan.hidden_size)
+    for t in runnable:
+        t.error = bad.get(t.vector_path)
     if not plan.ok_traits:
         raise TraitflowError(exp_dir, "no trait can run: " + " | ".join(
             f"trait '{t.name}': {t.error}" for t in plan.traits.values()))
@@ -420,3 +425,14 @@ def make_plan(config):
         if t.error:
             print(f"traitflow [plan] error: trait '{t.name}' left out: {t.error}", file=sys.stderr)
     return plan
+
+
+def drop_unusable_dynamics_vectors(dynamics, d_model):
+    """Leave out, with a warning, the dynamics methods whose vector cannot be projected on (checked like traits')."""
+    extra = sorted({m["vector"] for d in dynamics.values() for m in d["methods"] if not m["reuse"]})
+    bad = vector_problems(extra, d_model)
+    for trait, d in dynamics.items():
+        for m in [m for m in d["methods"] if m["vector"] in bad]:
+            print(f"traitflow [plan] warning: trait '{trait}': dynamics method '{m['method']}' left out: "
+                  f"{bad[m['vector']]}", file=sys.stderr)
+            d["methods"].remove(m)

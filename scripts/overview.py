@@ -1,0 +1,15 @@
+"""Write experiments/{exp}/viewer/overview.json: per (trait, prompt) response scores at every layer and point."""
+
+from traitflow.scripting import run_script
+
+
+def main(smk):
+    from traitflow.overview import overview_from_files, save_overview
+
+    p = smk.params
+    paths = iter(p.captures)  # trait-major: every prompt of trait 0, then trait 1, ...
+    captures = {trait: {i: next(paths) for i in p.prompts} for trait in p.traits}
+    save_overview(overview_from_files(captures, p.traits, p.prompts, p.experiment), smk.output[0])
+
+
+run_script(snakemake, main)  # noqa: F821

@@ -1,0 +1,17 @@
+"""One trait's part of the projections table: every prompt's projection and cosine at every token, layer and point."""
+
+import logging
+
+from traitflow.scripting import run_script
+
+
+def main(smk):
+    from traitflow.projections_table import build_partition
+
+    captures = list(zip(smk.params.prompt_indices, smk.params.captures))
+    table = build_partition(captures, smk.output.table)
+    logging.info("%s: %d rows x %d columns from %d captures", smk.output.table, table.num_rows,
+                 table.num_columns, len(captures))
+
+
+run_script(snakemake, main)  # noqa: F821
