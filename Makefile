@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo test lint clean view browser-deps bench bench-full cluster-deps slurm-deps
+.PHONY: demo test lint clean clean-all view browser-deps bench bench-full cluster-deps slurm-deps
 
 # torch first, pinned to the CPU build on this disk (a range would pull CUDA wheels),
 # then everything else; the package itself is installed editable.
@@ -57,7 +57,12 @@ view: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(BIN)/snakemake --lint
 
-clean:
-	rm -rf logs manifests resources/models .snakemake experiments/demo/inference experiments/demo/*/inference \
-	       experiments/demo/*/extraction/vectors \
-	       experiments/demo/viewer experiments/demo/report report.html
+# Every generated file of one experiment (EXP, default demo): the workflow's own outputs, found by
+# Snakemake from the plan (extracted vectors included; vectors you brought are inputs and stay),
+# then its logs and manifests. The demo model (resources/models) is shared by experiments: `make clean-all`.
+clean: $(VENV)/.installed
+	$(BIN)/snakemake --cores 1 --delete-all-output --config experiment=$(EXP) --quiet all
+	rm -rf logs/$(EXP) manifests/$(EXP) experiments/$(EXP)/report.html
+
+clean-all: clean
+	rm -rf resources/models .snakemake report.html

@@ -68,12 +68,12 @@ exp, trait, prompts = sys.argv[1], sys.argv[2], int(sys.argv[3])
 t1 = time.perf_counter()
 captures = [(i, f"{exp}/{trait}/inference/residual_stream_activations/prompt_{i}.pt") for i in range(prompts)]
 build_partition(captures, partition_path(f"{exp}/tables/projections", trait))
-print(t1 - t0, time.perf_counter() - t1)
+print(t1 - t0, time.perf_counter() - t1, time.process_time())
 """
 
 
 def build_all(exp, traits, prompts, jobs):
-    """Every trait's part, `jobs` processes at a time; returns (wall s, [(import s, build s)])."""
+    """Every trait's part, `jobs` processes at a time; returns (wall s, [(import s, build s, CPU s)])."""
     start, pending, running, times = time.perf_counter(), list(traits), [], []
     while pending or running:
         while pending and len(running) < jobs:
@@ -141,6 +141,9 @@ def main():
           f"{2 * 3 * a.layers} float32 value columns")
     print(f"build, {a.jobs} jobs at a time: {wall:.1f} s wall; per job: imports {np.mean([t[0] for t in times]):.2f} s, "
           f"read+build+write {np.mean([t[1] for t in times]):.2f} s (max {max(t[1] for t in times):.2f} s)")
+    cpu = sum(t[2] for t in times)
+    print(f"CPU time of the jobs: {cpu:.1f} s in all, {cpu / len(times):.2f} s per job; on {a.jobs} cores of their "
+          f"own that is {cpu / a.jobs:.1f} s wall (load average now {os.getloadavg()[0]:.1f}: other work shares them)")
     print(f"size: {sum(sizes) / 2**20:.0f} MiB in all, {np.mean(sizes) / 2**20:.1f} MiB per trait "
           f"({np.mean(sizes) / raw:.0%} of the raw float32 values), {sum(sizes) / (a.traits * rows):.0f} bytes per row")
     import pandas as pd

@@ -2,6 +2,7 @@
 
     python benchmarks/run.py --quick     # make bench       (CI-sized: a few minutes on 2 cores)
     python benchmarks/run.py --full      # make bench-full  (the sizes DESIGN.md names)
+    python benchmarks/run.py --quick --only depth planning   # issue 10's rows: real depth, planning
 
 Prints one markdown table (paste it into docs/benchmarks.md). Ratios, not
 absolute times, are the result: both sides of a ratio run in this process
@@ -11,6 +12,8 @@ neighbour core does not make one side's thread pool stall.
 """
 
 import argparse
+import glob
+import json
 import os
 import platform
 import resource
@@ -27,6 +30,7 @@ import torch  # noqa: E402
 
 from conftest import job_counts, make_workdir  # noqa: E402
 from original_method import original_method  # noqa: E402
+from synthetic_experiment import REAL_DEPTH_SPEC, make_real_size_experiment, make_synthetic_experiment  # noqa: E402
 from traitflow.capture import batches, capture, left_pad  # noqa: E402
 from traitflow.demo import build_demo_model  # noqa: E402
 from traitflow.generate import encode_prompt, generate  # noqa: E402
@@ -37,14 +41,33 @@ from traitflow.prompts import read_prompts  # noqa: E402
 BENCH_SPEC = {"hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 8, "num_attention_heads": 4,
               "num_key_value_heads": 2, "head_dim": 64, "sliding_window": 4096, "max_position_embeddings": 4096}
 
+# depth: the real-depth experiment (issue 10 item 7): traits, prompts, prompt tokens, response tokens, and the
+# (trait, prompt) pairs the original method runs (its time is scaled linearly to traits x prompts).
+# planning: (traits, prompts) of the dry-run / no-op experiments.
 MODES = {
-    "tiny": {"prompts": 2, "new_tokens": 10, "traits": 2, "repeats": 1, "memory": [(2, 16), (4, 16)]},  # debugging
+    "tiny": {"prompts": 2, "new_tokens": 10, "traits": 2, "repeats": 1, "memory": [(2, 16), (4, 16)],  # debugging
+             "depth": {"traits": 3, "prompts": 4, "prompt_tokens": 40, "new_tokens": 10, "original_pairs": 1,
+                       "stage_repeats": 1},
+             "planning": [(10, 200)]},
     "quick": {"prompts": 8, "new_tokens": 50, "traits": 5, "repeats": 3,
-              "memory": [(4, 256), (16, 256), (16, 64), (16, 512)]},
+              "memory": [(4, 256), (16, 256), (16, 64), (16, 512)],
+              "depth": {"traits": 10, "prompts": 16, "prompt_tokens": 300, "new_tokens": 200, "original_pairs": 2,
+                        "stage_repeats": 2},
+              "planning": [(10, 200), (30, 1000)]},
     "full": {"prompts": 16, "new_tokens": 100, "traits": 5, "repeats": 5,
-             "memory": [(4, 512), (16, 512), (64, 512), (16, 128), (16, 1024)]},
+             "memory": [(4, 512), (16, 512), (64, 512), (16, 128), (16, 1024)],
+             "depth": {"traits": 10, "prompts": 16, "prompt_tokens": 300, "new_tokens": 200, "original_pairs": 4,
+                       "stage_repeats": 3},
+             "planning": [(10, 200), (30, 1000)]},
 }
-TRAITS_X_PROMPTS = (10, 200)  # the dry-run / no-op experiment
+# Planning targets in seconds by experiment size (issue 10); other sizes are for information.
+PLANNING_TARGETS = {(10, 200): 3.0, (30, 1000): 15.0}
+# Rules whose jobs load a model (scripts that call traitflow.modeling.load_model); build_demo_model
+# builds the embedded model instead and is counted apart.
+MODEL_RULES = ("extract_vectors", "generate_shard", "capture_shard", "capture_layer_internals_shard")
+# Issue 10's settings for a real experiment: the single-layer deep dive off (the schema default),
+# dynamics from the capture's own method (the synthetic traits have probe vectors only).
+REAL_RUN_CONFIG = {"dynamics": {"methods": ["auto"]}, "single_layer": {"layers": []}}
 PYTHON = sys.executable
 
 
@@ -123,6 +146,15 @@ def bench_capture_overhead(table, model, sequences, vectors, repeats):
               "pass computes anyway is the only other extra")
 
 
+def smk_env(threads=None):
+    """Snakemake's jobs find this venv's python first (scripts and shell commands); threads: torch's threads
+    in every process started (OMP_NUM_THREADS), else torch's default."""
+    env = {**os.environ, "PATH": os.path.dirname(PYTHON) + os.pathsep + os.environ["PATH"]}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return env
+
+
 def run_cmd(args, cwd, env=None):
     proc = subprocess.run(args, cwd=cwd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
@@ -141,7 +173,7 @@ def core_targets(workdir):
 
 def bench_workflow(table, tmp):
     print("cold demo workflow vs one process", flush=True)
-    env = {**os.environ, "PATH": os.path.dirname(PYTHON) + os.pathsep + os.environ["PATH"]}
+    env = smk_env()
     wf = make_workdir(os.path.join(tmp, "workflow"))
     one = make_workdir(os.path.join(tmp, "one_process"))
     targets = core_targets(wf)
@@ -184,27 +216,206 @@ def fake_outputs(workdir):
             os.makedirs(os.path.dirname(path), exist_ok=True)
             open(path, "w").close()
     run_cmd([PYTHON, "-m", "snakemake", "--touch", "--cores", "1"], workdir)
+    return sum(1 for line in summary.splitlines()[1:] if "\t" in line)
 
 
-def bench_planning(table, tmp):
-    from synthetic_experiment import make_synthetic_experiment
+def model_jobs(counts):
+    """Jobs that load a model, from a job-stats dict."""
+    return sum(n for rule, n in counts.items() if rule.startswith(MODEL_RULES))
 
-    n_traits, n_prompts = TRAITS_X_PROMPTS
-    print(f"dry run and no-op rerun: {n_traits} traits x {n_prompts} prompts", flush=True)
-    # Vectors come from the synthetic experiment (probe only), so dynamics reuses the capture's method.
-    workdir = make_synthetic_experiment(os.path.join(tmp, "synthetic"), "bench", n_traits, n_prompts,
-                                        config={"dynamics": {"methods": ["auto"]}})
-    dry, dry_cpu, out = cpu_timed(run_cmd, [PYTHON, "-m", "snakemake", "-n", "--quiet", "rules"], workdir)
-    jobs = sum(job_counts(out).values())
-    fake_outputs(workdir)
-    noop, noop_cpu, out = cpu_timed(run_cmd, [PYTHON, "-m", "snakemake", "--cores", "1"], workdir)
-    why = (f"downstream inputs and targets are one manifest per job, so Snakemake's producer lookup no "
-           f"longer scans every output pattern per file (18.9 s before); what is left is ~1.3 s of "
-           f"Snakemake start-up plus its per-output checks over the {jobs} jobs' ~15k declared files")
-    table.add(f"dry run, {n_traits} traits x {n_prompts} prompts ({jobs} jobs)",
-              f"{dry:.1f} s ({dry_cpu:.1f} s CPU)", "-", "-", "< 3 s", dry < 3, why)
-    table.add(f"no-op rerun, {n_traits} traits x {n_prompts} prompts", f"{noop:.1f} s ({noop_cpu:.1f} s CPU)",
-              "-", "-", "< 3 s", noop < 3 and "Nothing to be done" in out, why + "; plus an mtime check per file")
+
+def bench_planning(table, tmp, sizes):
+    """Dry run and no-op rerun of synthetic experiments (REAL_RUN_CONFIG), and model-loading jobs per run."""
+    for n_traits, n_prompts in sizes:
+        print(f"dry run and no-op rerun: {n_traits} traits x {n_prompts} prompts", flush=True)
+        # Vectors come from the synthetic experiment (probe only), so dynamics reuses the capture's method.
+        workdir = make_synthetic_experiment(os.path.join(tmp, f"synthetic_{n_traits}x{n_prompts}"), "bench",
+                                            n_traits, n_prompts, methods=("probe",), config=REAL_RUN_CONFIG)
+        dry, dry_cpu, out = cpu_timed(run_cmd, [PYTHON, "-m", "snakemake", "-n", "--quiet", "rules"], workdir)
+        counts = job_counts(out)
+        jobs = sum(counts.values())
+        declared = fake_outputs(workdir)
+        noop, noop_cpu, out = cpu_timed(run_cmd, [PYTHON, "-m", "snakemake", "--cores", "1"], workdir)
+        target = PLANNING_TARGETS.get((n_traits, n_prompts))
+        size = f"{n_traits} traits x {n_prompts} prompts"
+        why = (f"{jobs} jobs declaring {declared} files; CPU time is what load inflates least "
+               "(causes: docs/benchmarks.md)")
+        table.add(f"dry run, {size} ({jobs} jobs, single-layer off)", f"{dry:.1f} s ({dry_cpu:.1f} s CPU)", "-", "-",
+                  f"< {target:g} s" if target else "(for information)", dry < target if target else None, why)
+        table.add(f"no-op rerun, {size}", f"{noop:.1f} s ({noop_cpu:.1f} s CPU)", "-", "-",
+                  f"< {target:g} s" if target else "(for information)",
+                  noop < target and "Nothing to be done" in out if target else None, why + "; plus an mtime check per file")
+        if (n_traits, n_prompts) == (10, 200):
+            loads = model_jobs(counts)
+            per_rule = ", ".join(f"{rule.rstrip('0123456789')}*: {n}" for rule, n in
+                                 _group_shards(counts).items() if rule.startswith(MODEL_RULES))
+            table.add(f"model-loading jobs, {size} (dry run, shards of 16)", str(loads), "about 426", "-",
+                      "<= 40", loads <= 40,
+                      f"{per_rule} (+ build_demo_model: {counts.get('build_demo_model', 0)}); one generation and one "
+                      "capture job per shard serve every trait, whatever the number of traits")
+
+
+def _group_shards(counts):
+    """{rule name without its shard number: jobs}."""
+    grouped = {}
+    for rule, n in counts.items():
+        key = rule.rstrip("0123456789") if "_shard" in rule else rule
+        grouped[key] = grouped.get(key, 0) + n
+    return grouped
+
+
+def tree_files(root, skip=(".snakemake", "logs")):
+    """{relative path: (bytes, mtime_ns)} of every file under root, less the top-level folders in skip."""
+    files = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        if dirpath == root:
+            dirnames[:] = [d for d in dirnames if d not in skip]
+        for name in filenames:
+            st = os.stat(os.path.join(dirpath, name))
+            files[os.path.relpath(os.path.join(dirpath, name), root)] = (st.st_size, st.st_mtime_ns)
+    return files
+
+
+def written(before, after):
+    """{path: bytes} of the files a run created or rewrote."""
+    return {p: size for p, (size, mtime) in after.items() if before.get(p) != (size, mtime)}
+
+
+def mean(values):
+    values = list(values)
+    return sum(values) / len(values) if values else float("nan")
+
+
+def trait_bytes(exp_dir, traits, n_prompts):
+    """Bytes of the traits' all-layers .pt + .json over prompts 0..n_prompts-1."""
+    return sum(os.path.getsize(os.path.join(exp_dir, t, "inference", "residual_stream_activations", f"prompt_{i}.{ext}"))
+               for t in traits for i in range(n_prompts) for ext in ("pt", "json"))
+
+
+def capture_job_seconds(workdir, exp):
+    """The capture jobs' own wall time from their Snakemake `benchmark:` files, when the rule has one."""
+    files = glob.glob(os.path.join(workdir, "logs", exp, "benchmarks", "capture", "*.tsv"))
+    if not files:
+        return None
+    total = 0.0
+    for path in files:
+        with open(path) as fh:
+            header, row = fh.read().splitlines()[:2]
+        total += float(row.split("\t")[header.split("\t").index("s")])
+    return total
+
+
+def only_rules(counts, prefixes):
+    return counts and all(rule.startswith(prefixes) for rule in counts)
+
+
+def bench_depth(table, tmp, mode, threads):
+    """Issue 10 item 7: gemma-2-2b's depth (26 layers, 8 heads) at a narrow width, through the workflow.
+
+    One workdir: build the model (untimed), then generation + capture of every trait (the end-to-end run,
+    files written), then the capture stage alone for 1 trait (`--config traits=[first]`: its params change,
+    generation's do not) and for every trait again, side by side. Then the original method in a fresh
+    process on a few (trait, prompt) pairs of the same prompts and response lengths, with its seed files.
+    Every process of both sides runs torch on `threads` threads (OMP_NUM_THREADS): with 2 threads on 2
+    busy cores, one stalled thread made a pass 30x slower (measured), which would decide the ratio.
+    """
+    d = MODES[mode]["depth"]
+    n_traits, n_prompts, exp = d["traits"], d["prompts"], "depth"
+    print(f"real depth: {n_traits} traits x {n_prompts} prompts x ({d['prompt_tokens']} + {d['new_tokens']}) tokens, "
+          f"{REAL_DEPTH_SPEC['num_hidden_layers']} layers", flush=True)
+    # Greedy: a random model sampled at 0.7 stops at <eos> after ~160 tokens on average (measured); greedy
+    # never picks it here, so every response has new_tokens tokens (checked below).
+    workdir = make_real_size_experiment(
+        os.path.join(tmp, "depth"), exp, n_traits, n_prompts, d["prompt_tokens"], d["new_tokens"],
+        config={"generation": {"max_new_tokens": d["new_tokens"], "temperature": 0.0},
+                "capture": {"prompts_per_job": 16}, **REAL_RUN_CONFIG, "report": {"max_prompts": 0}})
+    env, exp_dir = smk_env(threads), os.path.join(workdir, "experiments", exp)
+    traits = sorted(t for t in os.listdir(exp_dir) if os.path.isdir(os.path.join(exp_dir, t, "extraction")))
+    smk = [PYTHON, "-m", "snakemake", "--cores", "2"]
+    until = ["--until", *(f"capture_shard{k}" for k in range(-(-n_prompts // 16)))]
+    run_cmd(smk + ["--until", "build_demo_model"], workdir, env)
+    model_dir = os.path.join(workdir, "resources", "models", "traitflow-demo")
+
+    # End to end: generation + capture of every trait, as a user runs it.
+    before = tree_files(workdir)
+    e2e, out = timed(run_cmd, smk + until, workdir, env)
+    ours = written(before, tree_files(workdir))
+    e2e_counts = job_counts(out)
+    responses = [json.load(open(os.path.join(exp_dir, "inference", "responses", f"prompt_{i}.json")))
+                 for i in range(n_prompts)]
+    n_prompt_tok = mean(r["prompt"]["n_tokens"] for r in responses)
+    n_resp_tok = mean(r["response"]["n_tokens"] for r in responses)
+    print(f"  end to end {e2e:.1f} s, jobs {e2e_counts}; mean tokens {n_prompt_tok:.1f} + {n_resp_tok:.1f}", flush=True)
+
+    # The capture stage alone, 1 trait then every trait, interleaved, best of stage_repeats each (generation
+    # kept: each run changes the capture's params, so only capture jobs may run).
+    stage = {}
+    for _ in range(d["stage_repeats"]):
+        for label, extra in (("one", ["--config", f"traits=[{traits[0]}]"]), ("all", [])):
+            wall, out = timed(run_cmd, smk + extra + until, workdir, env)
+            counts = job_counts(out)
+            if not only_rules(counts, ("capture_shard",)):
+                raise SystemExit(f"depth benchmark: the capture-stage run ran {counts}, not only capture jobs")
+            job = capture_job_seconds(workdir, exp)
+            print(f"  capture stage, {label}: {wall:.1f} s (job {job})", flush=True)
+            best = stage.get(label, (float("inf"), None))
+            stage[label] = (min(wall, best[0]), min(job, best[1]) if job and best[1] else job,
+                            trait_bytes(exp_dir, traits[:1] if label == "one" else traits, n_prompts))
+    shared = [os.path.getsize(p) for p in glob.glob(os.path.join(exp_dir, "inference", "shared", "*.safetensors"))]
+    response_bytes = [os.path.getsize(os.path.join(exp_dir, "inference", "responses", f"prompt_{i}.json"))
+                      for i in range(n_prompts)]
+    pt_bytes = mean(os.path.getsize(p) for p in glob.glob(os.path.join(exp_dir, "*", "inference",
+                                                                       "residual_stream_activations", "*.pt")))
+    json_bytes = mean(os.path.getsize(p) for p in glob.glob(os.path.join(exp_dir, "*", "inference",
+                                                                         "residual_stream_activations", "*.json")))
+
+    # The original method: a fresh process on a few pairs, scaled linearly to traits x prompts.
+    pairs = min(d["original_pairs"], n_prompts)
+    orig_wall, out = timed(run_cmd, [PYTHON, os.path.join(HERE, "original_method.py"), model_dir, exp_dir,
+                                     os.path.join(tmp, "original"), "--pairs", str(pairs)], REPO, env)
+    orig = json.loads(out.strip().splitlines()[-1])
+    per_pair = mean(p["seconds"] for p in orig["pairs"])
+    orig_total = orig["startup_s"] + per_pair * n_traits * n_prompts
+    orig_pair_bytes = mean(p["bytes"] for p in orig["pairs"])
+    orig_files = sum(p["files"] for p in orig["pairs"]) / pairs * n_traits * n_prompts
+    print(f"  original: {orig_wall:.1f} s for {pairs} pairs: {orig}", flush=True)
+
+    shape = (f"{REAL_DEPTH_SPEC['num_hidden_layers']} layers x {REAL_DEPTH_SPEC['num_attention_heads']} heads, "
+             f"width {REAL_DEPTH_SPEC['hidden_size']}, {n_prompts} prompts x ({n_prompt_tok:.0f} + {n_resp_tok:.0f} "
+             "tokens)")
+    mb = 1e6
+    extra = (stage["all"][2] - stage["one"][2]) / (n_traits - 1) / n_prompts
+    table.add(f"bytes written per additional trait per prompt (.pt + .json), {shape}", f"{extra / mb:.3f} MB",
+              f"{orig_pair_bytes / mb:.1f} MB", f"{orig_pair_bytes / extra:.0f}x smaller", "<= 0.5 MB",
+              extra <= 0.5 * mb,
+              f"({stage['all'][2]} - {stage['one'][2]} bytes) / {n_traits - 1} / {n_prompts}: a .pt of "
+              f"{pt_bytes / mb:.3f} MB (float32 projections [T, L, 3] + metadata) and a .json of "
+              f"{json_bytes / mb:.3f} MB (the same at 4 significant digits); baseline: the original's .pt + .json "
+              "per (trait, prompt), attention included")
+    table.add(f"shared data per prompt (what the viewer reads), {shape}",
+              f"{mean(shared) / mb:.2f} MB (+ {mean(response_bytes) / mb:.3f} MB response)", "-", "-", "<= 15 MB",
+              mean(shared) + mean(response_bytes) <= 15 * mb,
+              "inference/shared/prompt_i.safetensors: head-mean attention as uint16 causal rows "
+              "(L x T(T+1)/2), residual norms, logit lens top-5; once per prompt for every trait")
+    one, every = stage["one"], stage["all"]
+    job_times = (f"; the capture jobs' own time (Snakemake benchmark file): {every[1]:.1f} s vs {one[1]:.1f} s = "
+                 f"{every[1] / one[1]:.2f}x" if one[1] and every[1] else "")
+    table.add(f"capture stage, {n_traits} traits vs 1 trait, {shape}", f"{every[0]:.1f} s", f"{one[0]:.1f} s",
+              f"{every[0] / one[0]:.2f}x", "<= 1.5x", every[0] / one[0] <= 1.5,
+              "`snakemake --cores 2 --until capture_shard*` with generation done (Snakemake start-up, the job's "
+              f"python, torch and model load, one teacher-forced pass, the writes){job_times}; the pass projects "
+              f"every trait at once: the extra traits cost their files' encoding and writing")
+    ours_bytes, loads = sum(ours.values()), model_jobs(e2e_counts)
+    ratio = orig_total / e2e
+    table.add(f"end to end: generation + all-layers capture of {n_traits} traits, {shape}, files written, "
+              "vs the original method", f"{e2e:.1f} s", f"{orig_total:.0f} s (scaled from {pairs} pairs)",
+              f"{ratio:.0f}x faster", ">= 20x", ratio >= 20,
+              f"ours: `snakemake --cores 2` ({loads} model-loading jobs: "
+              f"{', '.join(f'{r} {n}' for r, n in _group_shards(e2e_counts).items())}), {len(ours)} files, "
+              f"{ours_bytes / mb:.0f} MB; the original: {per_pair:.1f} s per (trait, prompt) measured on {pairs} "
+              f"pairs (a full recompute per token, {orig['pairs'][0]['capture_s']:.1f} s, then its .pt + .json, "
+              f"{orig['pairs'][0]['write_s']:.1f} s) x {n_traits * n_prompts} + {orig['startup_s']:.1f} s start-up, "
+              f"{orig_files:.0f} files, {orig_pair_bytes * n_traits * n_prompts / 1e9:.1f} GB")
 
 
 def capture_job_memory(model_dir, out, n_prompts, response_tokens):
@@ -247,8 +458,8 @@ def main():
     size.add_argument("--quick", dest="mode", action="store_const", const="quick")
     size.add_argument("--full", dest="mode", action="store_const", const="full")
     size.add_argument("--tiny", dest="mode", action="store_const", const="tiny", help="seconds-long smoke run")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads for in-process work (default 1)")
-    rows = ["generate", "capture", "workflow", "planning", "memory"]
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for in-process work and every process of the depth rows (default 1)")
+    rows = ["generate", "capture", "workflow", "planning", "memory", "depth"]
     parser.add_argument("--only", nargs="*", choices=rows, default=rows, help="measure only these rows")
     args = parser.parse_args()
     mode = args.mode or "quick"
@@ -258,11 +469,12 @@ def main():
     table = Table()
     with tempfile.TemporaryDirectory(prefix="traitflow_bench_") as tmp:
         model_dir = os.path.join(tmp, "model")
-        build_demo_model(model_dir, BENCH_SPEC)
-        model, tokenizer = load_model(model_dir, "cpu", "float32", eager=True), load_tokenizer(model_dir)
         m = MODES[mode]
-        prompt_ids = bench_prompts(tokenizer, m["prompts"])
-        vectors = torch.randn(m["traits"], model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+        if {"generate", "capture", "memory"} & set(args.only):
+            build_demo_model(model_dir, BENCH_SPEC)
+            model, tokenizer = load_model(model_dir, "cpu", "float32", eager=True), load_tokenizer(model_dir)
+            prompt_ids = bench_prompts(tokenizer, m["prompts"])
+            vectors = torch.randn(m["traits"], model.config.hidden_size, generator=torch.Generator().manual_seed(0))
         sequences = None
         if "generate" in args.only:
             sequences = bench_generate_capture(table, model, prompt_ids, vectors, mode)
@@ -272,8 +484,10 @@ def main():
             bench_capture_overhead(table, model, sequences, vectors, m["repeats"])
         if "workflow" in args.only:
             bench_workflow(table, tmp)
+        if "depth" in args.only:
+            bench_depth(table, tmp, mode, args.threads)
         if "planning" in args.only:
-            bench_planning(table, tmp)
+            bench_planning(table, tmp, m["planning"])
         if "memory" in args.only:
             bench_memory(table, model_dir, tmp, m["memory"])
     print(f"\n{mode} mode, {machine()}, torch threads {args.threads}, {time.perf_counter() - start:.0f} s in all\n")

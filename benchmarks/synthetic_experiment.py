@@ -52,6 +52,75 @@ def make_synthetic_experiment(root, name, n_traits, n_prompts, hidden_size=DEFAU
     return root
 
 
+# gemma-2-2b's depth and heads (26 layers, 8 query and 4 key-value heads) at a narrow width: attention
+# and viewer sizes grow with layers x tokens^2, not with width (DESIGN.md section 9), so this
+# reproduces a real model's file and page sizes at a fraction of the compute. The window covers
+# every sequence, as gemma-2's 4096 does.
+REAL_DEPTH_SPEC = {"num_hidden_layers": 26, "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 8,
+                   "hidden_size": 64, "intermediate_size": 128, "sliding_window": 4096, "max_position_embeddings": 1024}
+
+
+def prompt_of_length(tokenizer, n_tokens, i, chat_template=True, extra=""):
+    """A prompt text that encodes to exactly n_tokens (chat template included), built from the demo's words."""
+    from traitflow.demo import _CORPUS
+    from traitflow.generate import encode_prompt
+
+    words = " ".join(_CORPUS).split()
+    start = (17 * i) % len(words)
+    pick = [words[(start + k) % len(words)] for k in range(4 * n_tokens)]
+
+    def text(n_words):
+        return extra + f"Question {i}: " + " ".join(pick[:n_words])
+    lo, hi = 0, len(pick)  # the largest word count that stays within n_tokens, then pad with single tokens
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if len(encode_prompt(tokenizer, text(mid), chat_template)) <= n_tokens:
+            lo = mid
+        else:
+            hi = mid - 1
+    out = text(lo)
+    while len(encode_prompt(tokenizer, out, chat_template)) < n_tokens:
+        out += "!"
+    if len(encode_prompt(tokenizer, out, chat_template)) != n_tokens:
+        raise ValueError(f"could not build a prompt of exactly {n_tokens} tokens")
+    return out
+
+
+def make_real_size_experiment(root, name="realsize", n_traits=10, n_prompts=3, prompt_tokens=300, new_tokens=200,
+                              spec=None, extras=None, config=None):
+    """A workflow copy at root whose experiment has a model of gemma-2-2b's depth: the viewer's real-size case.
+
+    The demo model builder makes a random Gemma-2 with REAL_DEPTH_SPEC (or spec); each of n_traits
+    traits gets a random probe vector at the middle layer (no extraction); prompt i encodes to
+    exactly prompt_tokens tokens with the chat template (extras[i], when given, starts it: markup,
+    say). Generation is greedy: this random model (REAL_DEPTH_SPEC, the demo's seed) then never
+    picks a stop token within 200 steps, so every response has new_tokens tokens; another spec
+    may stop earlier (check n_tokens in the response files). Extraction, dynamics' extra methods
+    and the report are left out; the single-layer deep dive covers the middle layer.
+    """
+    from traitflow.demo import DEFAULT_SPEC, build_tokenizer
+
+    spec = {**REAL_DEPTH_SPEC, **(spec or {})}
+    layer = spec["num_hidden_layers"] // 2
+    settings = {
+        "demo_model": spec,
+        "generation": {"max_new_tokens": new_tokens, "temperature": 0.0, "batch_size": n_prompts},
+        "capture": {"prompts_per_job": n_prompts, "batch_size": n_prompts},
+        "dynamics": {"methods": ["auto"]},
+        "single_layer": {"layers": [layer]},
+        "report": {"max_prompts": 0},
+        **(config or {}),
+    }
+    make_synthetic_experiment(root, name, n_traits, 0, hidden_size=spec["hidden_size"], layer=layer,
+                              methods=("probe",), config=settings)
+    tokenizer = build_tokenizer(spec.get("vocab_size", DEFAULT_SPEC["vocab_size"]))
+    extras = extras or {}
+    prompts = [prompt_of_length(tokenizer, prompt_tokens, i, extra=extras.get(i, "")) for i in range(n_prompts)]
+    with open(os.path.join(root, "experiments", name, "inference_prompts.txt"), "w", encoding="utf-8") as fh:
+        fh.writelines(p + "\n" for p in prompts)
+    return root
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("root", help="directory to create (a runnable workflow copy)")

@@ -1,6 +1,8 @@
 # Figures for `snakemake --report report.html`: a token x layer heatmap per (trait, prompt)
 # and a cross-trait trajectory plot per prompt, for the first report.max_prompts prompts.
 # Coarse jobs: one per trait for heatmaps, one for all cross-trait plots (one matplotlib import each).
+# They read the per-trait .pt through traitflow.formats.load_capture (projections + the shared norms),
+# so they depend on the capture manifests of the shards holding the reported prompts.
 
 report: "../report/workflow.rst"
 
@@ -24,6 +26,7 @@ rule report_heatmaps:
         ),
     params:
         captures=lambda w: [all_layers_path(w.trait, i, "pt") for i in report_prompts()],
+        responses=[response_path(i) for i in report_prompts()],
         prompts=report_prompts(),
         point=config["report"]["point"],
     log:
@@ -47,6 +50,7 @@ rule report_cross_trait:
         ),
     params:
         captures=lambda w: [all_layers_path(t, i, "pt") for t in TRAITS for i in report_prompts()],
+        responses=[response_path(i) for i in report_prompts()],
         traits=TRAITS,
         prompts=report_prompts(),
         layer=report_layer(),

@@ -6,8 +6,13 @@
 
 
 def single_layer_resources():
-    """config resources without the GPU ones: the decomposition job runs on the CPU."""
-    return {k: v for k, v in config["resources"].items() if not k.startswith("gpu") and k != "gres"}
+    """A model job's resources without the GPU ones: the decomposition job runs on the CPU."""
+    return {k: v for k, v in model_resources().items() if not k.startswith("gpu") and k != "gres"}
+
+
+def single_layer_params():
+    """model_params() without the device: the decomposition always runs on the CPU."""
+    return {k: v for k, v in model_params().items() if k != "device"}
 
 
 if SINGLE_LAYERS:
@@ -28,8 +33,10 @@ if SINGLE_LAYERS:
                 layers=SINGLE_LAYERS,
             log:
                 f"{LOGS}/capture_layer_internals/shard{shard_id}.log",
+            benchmark:
+                benchmark_path("capture_layer_internals", shard_id)
             resources:
-                **config["resources"],
+                **model_resources(),
             conda:
                 CONDA_ENV
             script:
@@ -46,7 +53,7 @@ if SINGLE_LAYERS:
                 **single_layer_outputs(TRAITS, indices),  # trait, then prompt, then layer
                 manifest=manifest("capture_single_layer", shard_id),
             params:
-                **model_params(),
+                **single_layer_params(),
                 internals=[internals_path(i, l) for i in indices for l in SINGLE_LAYERS],
                 layers=SINGLE_LAYERS,
                 save_json=config["capture"]["save_json"],
@@ -56,6 +63,8 @@ if SINGLE_LAYERS:
                 vectors={t: {"method": PLAN.traits[t].method, "layer": PLAN.traits[t].layer} for t in TRAITS},
             log:
                 f"{LOGS}/capture_single_layer/shard{shard_id}.log",
+            benchmark:
+                benchmark_path("capture_single_layer", shard_id)
             resources:
                 **single_layer_resources(),
             conda:

@@ -14,15 +14,15 @@ from traitflow.scripting import run_script
 
 def main(smk):
     from traitflow.formats import load_pt, save_json, save_pt, to_json
-    from traitflow.single_layer import decompose, load_layers, trait_record
+    from traitflow.single_layer import decompose_prepared, load_layers, prepare_decomposition, trait_record
     from traitflow.vectors import check_vector_model, load_vector
     from traitflow.verify import check
     from traitflow.workflow import model_config
 
     start, p = time.time(), smk.params
     d_model = model_config(smk.config)["hidden_size"]
-    vectors = {}
-    for trait, path in zip(p.traits, smk.input.vectors):  # all refused before any weight is read
+    paths, vectors = dict(zip(p.traits, smk.input.vectors)), {}
+    for trait, path in paths.items():  # all refused before any weight is read
         check_vector_model(path, p.model, p.allow_model_mismatch)
         vectors[trait] = load_vector(path, d_model)
     if not vectors:
@@ -40,11 +40,12 @@ def main(smk):
             config, blocks = load_layers(p.model_path, p.layers, internals["metadata"]["dtype"])
             logging.info("layers %s of %s read (%s) in %.2f s", p.layers, p.model_path,
                          internals["metadata"]["dtype"], time.time() - start)
+        prepared = prepare_decomposition(blocks[layer], config, internals)  # what no trait changes, once
         for trait, vector in vectors.items():
-            decomposition, top = decompose(blocks[layer], config, internals, vector, p.top_neurons)
+            decomposition, top = decompose_prepared(prepared, vector, p.top_neurons)
             path = outputs["pt"][trait][k]
             metadata = {"trait": trait, "trait_display_name": trait.replace("_", " ").title(),
-                        "vector_path": smk.input.vectors[p.traits.index(trait)], "method": p.vectors[trait]["method"],
+                        "vector_path": paths[trait], "method": p.vectors[trait]["method"],
                         "vector_layer": p.vectors[trait]["layer"], "model": p.model}
             record = trait_record(internals, decomposition, top, metadata,
                                   os.path.relpath(internals_path, os.path.dirname(path)))

@@ -7,17 +7,17 @@ from traitflow.scripting import run_script
 
 def main(smk):
     from traitflow.formats import load_json, save_pt
-    from traitflow.modeling import load_model
+    from traitflow.modeling import load_model, model_dtype
     from traitflow.single_layer import capture_internals, internals_record, model_dims
     from traitflow.verify import check
 
     p = smk.params
-    model = load_model(p.model_path, smk.config["capture"]["device"], p.dtype, eager=True)
+    model = load_model(p.model_path, p.device, p.dtype, eager=True)
     responses = [load_json(path) for path in p.responses]
     sequences = [r["prompt"]["token_ids"] + r["response"]["token_ids"] for r in responses]
     captured = capture_internals(model, sequences, p.layers, batch_size=smk.config["capture"]["batch_size"])
     dims = model_dims(model)
-    metadata = {"model": p.model, "dtype": str(next(model.parameters()).dtype).removeprefix("torch.")}
+    metadata = {"model": p.model, "dtype": model_dtype(model)}
     outputs = iter(smk.output.files)
     for k, (resp, layers) in enumerate(zip(responses, captured)):
         meta = {**metadata, "temperature": resp["settings"]["temperature"], "seed": resp["seed"],

@@ -6,17 +6,18 @@ from traitflow.scripting import run_script
 
 
 def main(smk):
-    from traitflow.formats import load_pt
+    from traitflow.formats import load_capture, load_json
     from traitflow.plots import cross_trait_figure, save_figure
 
     p = smk.params
     out_dir = smk.output[0]
     os.makedirs(out_dir, exist_ok=True)
-    paths = iter(smk.params.captures)  # trait-major: every prompt of trait 0, then trait 1, ...
+    paths = iter(p.captures)  # trait-major: every prompt of trait 0, then trait 1, ...
     by_trait = {trait: {i: next(paths) for i in p.prompts} for trait in p.traits}
-    for i in p.prompts:
-        records = {trait: load_pt(by_trait[trait][i]) for trait in p.traits}
-        save_figure(cross_trait_figure(records, p.layer, p.point), os.path.join(out_dir, f"prompt_{i}.png"))
+    for i, response in zip(p.prompts, p.responses):
+        captures = {trait: load_capture(by_trait[trait][i]) for trait in p.traits}
+        text = load_json(response)["prompt"]["text"]
+        save_figure(cross_trait_figure(captures, p.layer, p.point, text), os.path.join(out_dir, f"prompt_{i}.png"))
 
 
 run_script(snakemake, main)  # noqa: F821

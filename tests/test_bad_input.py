@@ -60,7 +60,7 @@ def plan_error(**config):
 def left_out(plan, trait, capsys):
     """A trait's plan error, also printed as one 'left out' line."""
     err = plan.traits[trait].error
-    assert err and f"traitflow [plan] error: trait '{trait}' left out: {err}" in capsys.readouterr().err
+    assert err and f"traitflow [plan] warning: trait '{trait}' left out: {err}" in capsys.readouterr().err
     return err
 
 
@@ -174,7 +174,7 @@ def test_too_few_or_undecodable_examples(experiment, capsys):
                        "experiments/demo/latin1/extraction/positive.txt": EXAMPLES["positive.txt"],
                        "experiments/demo/latin1/extraction/negative.txt": b"ok\nna\xefve\n"})
     plan = make_plan(make_config())
-    assert plan.traits["few"].error == ("experiments/demo/few/extraction/positive.txt: 1 examples, need at least 2; "
+    assert plan.traits["few"].error == ("experiments/demo/few/extraction/positive.txt: 1 example, need at least 2; "
                                         "fix: add one example per line")
     assert plan.traits["latin1"].error == ("experiments/demo/latin1/extraction/negative.txt:2: not valid UTF-8 "
                                            "(byte 0xef at offset 5); fix: re-save the file as UTF-8")
@@ -190,8 +190,9 @@ def test_no_trait_can_run(experiment):
 
 def test_no_traits_at_all(experiment):
     shutil.rmtree("experiments/demo/refusal")
-    assert plan_error() == ("experiments/demo: no traits found (a trait is a folder holding extraction/); fix: add "
-                            "experiments/demo/TRAIT/extraction/ with positive.txt and negative.txt, or vectors/")
+    assert plan_error() == ("experiments/demo: no traits found (a trait is a folder holding extraction/, directly or "
+                            "in a category folder); fix: add experiments/demo/TRAIT/extraction/ with positive.txt and "
+                            "negative.txt, or vectors/")
 
 
 def test_unknown_method_lists_the_vectors_that_exist(experiment, capsys):
@@ -339,7 +340,7 @@ def config_error(config_file, edit, overrides=None):
 def test_unknown_config_key_suggests_the_right_one(config_file):
     assert config_error(config_file, lambda c: c["capture"].update(batchsize=4)) == (
         "config.yaml: unknown config key 'capture.batchsize'; fix: did you mean 'batch_size'? "
-        "known keys in capture: batch_size, device, dtype, prompts_per_job, save_json")
+        "known keys in capture: " + ", ".join(sorted(yaml.safe_load(open(SCHEMA))["properties"]["capture"]["properties"])))
     assert config_error(config_file, lambda c: c.update(promts=["hi"])).startswith(
         "config.yaml: unknown config key 'promts'; fix: did you mean 'prompts'? known keys: ")
 

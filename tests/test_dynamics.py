@@ -304,7 +304,11 @@ def load(path):
         return json.load(fh)
 
 
-def test_reused_scores_are_the_all_layers_projections(demo_run):
+def shard_count(workdir):
+    return len(glob.glob(os.path.join(workdir, "manifests/demo/_shared/capture_shard*.json")))
+
+
+def test_scores_are_the_captures_projections_and_method_scores(demo_run):
     for trait in TRAITS:
         paths = dynamics_files(demo_run["dir"], trait)
         assert len(paths) == 10
@@ -313,9 +317,11 @@ def test_reused_scores_are_the_all_layers_projections(demo_run):
             cap = torch.load(path.replace("dynamics", "residual_stream_activations").replace(".json", ".pt"),
                              weights_only=True)
             method = cap["metadata"]["method"]
-            assert rec["metadata"]["methods"][method]["source"] == "all-layers capture"
+            assert rec["metadata"]["methods"][method]["source"].startswith("all-layers")
             proj = torch.cat([cap["projections"]["prompt"], cap["projections"]["response"]]).numpy()
             np.testing.assert_allclose(rec["scores"][method], proj[:, rec["layer"], SUBLAYERS.index(rec["point"])],
+                                       atol=1e-6, rtol=0)
+            np.testing.assert_allclose(rec["scores"]["mean_diff"], cap["method_scores"]["mean_diff"].numpy(),
                                        atol=1e-6, rtol=0)
             assert rec["tokens"] == cap["prompt"]["tokens"] + cap["response"]["tokens"]
             assert rec["n_prompt"] == cap["prompt"]["n_tokens"]
@@ -342,19 +348,27 @@ def test_mean_diff_scores_equal_hidden_states_times_unit_vector(demo_run):
 
 
 def test_json_metrics_are_those_of_its_scores(demo_run):
+    committed = 0
     for trait in TRAITS:
         for path in dynamics_files(demo_run["dir"], trait):
             rec = load(path)
             assert set(rec["scores"]) == {"probe", "mean_diff"} == set(rec["dynamics"])
+            meta = rec["metadata"]
+            assert {k: meta[k] for k in DEFAULT_SETTINGS} == DEFAULT_SETTINGS  # the config's defaults, recorded
             start = rec["n_prompt"]  # the default span is the response
             for method, scores in rec["scores"].items():
-                dyn, want = rec["dynamics"][method], ref_dynamics(scores, 0.1, 0.5, start)
+                dyn = rec["dynamics"][method]
+                want = ref_dynamics(scores, meta["commitment_threshold"], meta["persistence_fraction"], start,
+                                    meta["commitment_min_tokens"], meta["smoothing"])
                 np.testing.assert_allclose(dyn["velocity"], want["velocity"], atol=2e-6)
                 assert dyn["peak"]["index"] == want["peak"]["index"]
                 assert dyn["persistence"]["count"] == want["persistence"]["count"]
+                assert dyn["commitment_score_threshold"] == pytest.approx(want["commitment_score_threshold"], rel=1e-5)
                 assert (dyn["commitment_point"] or {}).get("index") == (want["commitment_point"] or {}).get("index")
                 if dyn["commitment_point"]:
+                    committed += 1
                     assert dyn["commitment_point"]["token"] == rec["tokens"][dyn["commitment_point"]["index"]]
+    print(f"{committed} of {len(TRAITS) * 10 * 2} demo trajectories have a commitment point")
 
 
 # --- incremental behaviour --------------------------------------------------------------------------
@@ -380,43 +394,50 @@ def touch_vector(workdir, trait, name):
     os.utime(path, (t, t))
 
 
-def test_changing_one_traits_vector_reruns_only_its_dynamics_and_the_tables(demo_copy):
+def test_changing_one_traits_vector_reruns_capture_and_dynamics_never_generation(demo_copy):
     touch_vector(demo_copy, "sycophancy", "probe_layer2.pt")
     jobs = scheduled(demo_copy)
-    dynamics = [(r, t) for r, t in jobs if r.startswith("dynamics_shard")]
-    assert sorted(dynamics) == [(f"dynamics_shard{k}", "sycophancy") for k in range(3)]
-    assert [r for r, _ in jobs].count("dynamics_tables") == 1
-    assert {t for _, t in jobs} <= {"sycophancy", None}
+    rules = [r for r, _ in jobs]
+    n = shard_count(demo_copy)
+    assert sorted(r for r in rules if r.startswith(("capture_shard", "dynamics_shard"))) == sorted(
+        [f"capture_shard{k}" for k in range(n)] + [f"dynamics_shard{k}" for k in range(n)])
+    assert rules.count("dynamics_tables") == 1
+    assert not any(r.startswith(("generate", "extract")) for r in rules)
 
 
-def test_changing_a_dynamics_only_vector_reruns_no_capture(demo_copy):
-    touch_vector(demo_copy, "refusal", "mean_diff_layer2.pt")
+def test_changing_a_dynamics_only_vector_reruns_no_generation(demo_copy):
+    touch_vector(demo_copy, "refusal", "mean_diff_layer2.pt")  # the capture pass scores it too
     counts = dry_run(demo_copy)
-    assert not any(r.startswith(("capture", "generate", "extract")) for r in counts)
-    assert sum(n for r, n in counts.items() if r.startswith("dynamics_shard")) == 3
+    assert not any(r.startswith(("generate", "extract")) for r in counts)
+    assert sum(n for r, n in counts.items() if r.startswith("dynamics_shard")) == shard_count(demo_copy)
     assert counts["dynamics_tables"] == 1
 
 
-def test_changing_a_metric_setting_reruns_dynamics_only(demo_copy):
-    with open(os.path.join(demo_copy, "persist.yaml"), "w") as fh:
-        yaml.safe_dump({"dynamics": {"persistence_fraction": 0.8}}, fh)
-    counts = dry_run(demo_copy, "--configfile", "persist.yaml")
+@pytest.mark.parametrize("setting", [{"persistence_fraction": 0.8}, {"commitment_threshold": 0.2},
+                                     {"commitment_min_tokens": 3}, {"smoothing": 3}])
+def test_changing_a_metric_setting_reruns_dynamics_only(demo_copy, setting):
+    with open(os.path.join(demo_copy, "metric.yaml"), "w") as fh:
+        yaml.safe_dump({"dynamics": setting}, fh)
+    counts = dry_run(demo_copy, "--configfile", "metric.yaml")
     assert not any(r.startswith(("capture", "generate", "extract")) for r in counts)
-    assert sum(n for r, n in counts.items() if r.startswith("dynamics_shard")) == 9  # 3 traits x 3 shards
+    assert sum(n for r, n in counts.items() if r.startswith("dynamics_shard")) == shard_count(demo_copy)
 
 
-def test_captured_methods_only_never_load_the_model(demo_copy):
+def test_dynamics_never_load_the_model(demo_copy):
     weights = os.path.join(demo_copy, "resources/models/traitflow-demo/model.safetensors")
     stat = os.stat(weights)
+    with open(weights, "rb") as fh:
+        size = fh.read(8)
+        header = size + fh.read(int.from_bytes(size, "little"))  # the plan reads it (memory estimate)
     with open(weights, "wb") as fh:
-        fh.write(b"not a model")  # loading it would fail
+        fh.write(header)  # no tensors: loading the model would fail
     os.utime(weights, (stat.st_atime, stat.st_mtime))
-    with open(os.path.join(demo_copy, "auto.yaml"), "w") as fh:
-        yaml.safe_dump({"dynamics": {"methods": ["auto"]}}, fh)
+    with open(os.path.join(demo_copy, "smooth.yaml"), "w") as fh:
+        yaml.safe_dump({"dynamics": {"smoothing": 3}}, fh)
     target = f"{EXP}/uncertainty/inference/dynamics/prompt_0.json"
-    snakemake(demo_copy, target, "--cores", "1", "--configfile", "auto.yaml")
+    snakemake(demo_copy, target, "--cores", "1", "--configfile", "smooth.yaml")
     rec = load(os.path.join(demo_copy, target))
-    assert set(rec["scores"]) == {"probe"}
+    assert set(rec["scores"]) == {"probe", "mean_diff"} and rec["metadata"]["smoothing"] == 3
 
 
 def test_a_method_with_no_vector_fails_the_plan_in_one_line(demo_copy):

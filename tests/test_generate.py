@@ -106,3 +106,45 @@ def test_chat_template_auto_uses_plain_text_for_a_tokenizer_without_one(demo_mod
         raise AssertionError("no error")
     plain = load_tokenizer(str(base))
     assert encode_prompt(plain, PROMPTS[0], chat_template=False) == plain(PROMPTS[0])["input_ids"]
+
+
+# ---- the demo workflow: responses independent of shards and batches (float32, CPU) -----------------
+
+def workflow_responses(workdir, n):
+    import json
+    import os
+
+    out = []
+    for i in range(n):
+        with open(os.path.join(workdir, "experiments/demo/inference/responses", f"prompt_{i}.json")) as fh:
+            rec = json.load(fh)
+        out.append(rec["response"]["token_ids"])
+    return out
+
+
+def test_demo_responses_do_not_depend_on_shard_or_batch_size_and_one_edit_changes_one_response(demo_run, tmp_path):
+    import os
+
+    from conftest import make_workdir, snakemake
+
+    n = len([l for l in open(os.path.join(demo_run["dir"], "experiments/demo/inference_prompts.txt")) if l.strip()])
+    targets = [f"experiments/demo/inference/responses/prompt_{i}.json" for i in range(n)]
+    reference = workflow_responses(demo_run["dir"], n)  # prompts_per_job 4, batch_size 8
+    runs = {}
+    for per_job, batch in ((3, 1), (16, 8)):
+        overrides = {"capture": {"prompts_per_job": per_job}, "generation": {"max_new_tokens": 10, "batch_size": batch}}
+        work = make_workdir(str(tmp_path / f"w{per_job}"), overrides)
+        snakemake(work, "--cores", "2", *targets)
+        runs[per_job] = work
+        assert workflow_responses(work, n) == reference, (per_job, batch)
+    # Edit prompt 3 in the one-shard run: the whole shard regenerates, and only prompt 3's response changes.
+    work = runs[16]
+    path = os.path.join(work, "experiments/demo/inference_prompts.txt")
+    lines = open(path).read().splitlines()
+    lines[3] = "Please tell me something surprising about octopuses."
+    with open(path, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    snakemake(work, "--cores", "2", *targets)
+    after = workflow_responses(work, n)
+    assert after[3] != reference[3]
+    assert after[:3] + after[4:] == reference[:3] + reference[4:]

@@ -1,23 +1,47 @@
-"""Incremental rebuilds, proven with dry runs on a copy of the built demo."""
+"""Incremental rebuilds, proven with dry runs on a copy of the built demo.
+
+No test depends on a wall-clock window: instead of dating an edited input in the
+future (a job finishing within that window would then leave an output older
+than its input, and Snakemake aborts), every existing file is first dated an
+hour back, order kept, so an input edited now is newer than every output and
+every output written afterwards is newer than it.
+"""
 
 import os
-import time
+
+import torch
 
 from conftest import dry_run, snakemake
 
 EXP = "experiments/demo"
 
 
-def rewrite_later(path, data):
-    """Change a file's content and make its mtime clearly newer than the outputs built from it."""
+def age_everything(workdir, seconds=3600):
+    """Shift every file's mtime back by `seconds` (relative order kept)."""
+    for root, _, files in os.walk(workdir):
+        for name in files:
+            path = os.path.join(root, name)
+            if os.path.islink(path):
+                continue
+            st = os.stat(path)
+            os.utime(path, ns=(st.st_atime_ns - seconds * 10**9, st.st_mtime_ns - seconds * 10**9))
+
+
+def rewrite(workdir, path, data):
+    """Change a file's content after dating everything else back: it is now the newest file."""
+    age_everything(workdir)
     with open(path, "wb") as fh:
         fh.write(data)
-    t = time.time() + 5
-    os.utime(path, (t, t))
 
 
 def capture_jobs(counts):
-    return {rule: n for rule, n in counts.items() if rule.startswith("capture_all_layers")}
+    return {rule: n for rule, n in counts.items() if rule.startswith("capture_shard")}
+
+
+def projections(workdir, trait, i):
+    rec = torch.load(os.path.join(workdir, EXP, trait, "inference/residual_stream_activations", f"prompt_{i}.pt"),
+                     weights_only=True)
+    return torch.cat([rec["projections"]["prompt"], rec["projections"]["response"]])
 
 
 def test_noop_rerun_schedules_nothing(demo_copy):
@@ -26,25 +50,28 @@ def test_noop_rerun_schedules_nothing(demo_copy):
     assert "Nothing to be done" in proc.stdout
 
 
-def test_changing_one_vector_reruns_only_that_trait(demo_copy):
-    import torch
-    vec = os.path.join(demo_copy, EXP, "sycophancy/extraction/vectors/probe_layer2.pt")
+def test_changing_one_vector_reruns_only_captures_and_updates_only_that_trait(demo_copy):
+    vec = os.path.join(demo_copy, EXP, "sycophancy/extraction/vectors/probe_layer2.pt")  # the trait's vector
+    responses = os.path.join(demo_copy, EXP, "inference/responses")
+    before = {t: projections(demo_copy, t, 5) for t in ("sycophancy", "refusal")}
+    response_bytes = {f: open(os.path.join(responses, f), "rb").read() for f in os.listdir(responses)}
+    age_everything(demo_copy)
     torch.save(-torch.load(vec, weights_only=True), vec)
-    t = time.time() + 5
-    os.utime(vec, (t, t))
     counts = dry_run(demo_copy)
-    # Nothing upstream reruns; downstream, one trait's captures (3 shards) plus experiment-wide aggregates.
+    # Nothing upstream reruns; downstream, one capture pass per shard (3) plus experiment-wide aggregates.
     assert not any(r.startswith(("generate", "extract", "build_demo_model")) for r in counts)
     assert sum(capture_jobs(counts).values()) == 3
-    proc = snakemake(demo_copy, "--cores", "2")
-    assert "sycophancy" in proc.stdout
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("refusal "))
-    assert line.split()[1] == "0"  # refusal: nothing rebuilt
+    snakemake(demo_copy, "--cores", "2")
+    # The rerun took effect: the negated vector negates that trait's projections, and only those.
+    torch.testing.assert_close(projections(demo_copy, "sycophancy", 5), -before["sycophancy"])
+    torch.testing.assert_close(projections(demo_copy, "refusal", 5), before["refusal"])
+    assert {f: open(os.path.join(responses, f), "rb").read() for f in os.listdir(responses)} == response_bytes
+    assert dry_run(demo_copy) == {}  # and the run left nothing stale
 
 
 def test_changing_one_traits_examples_reruns_its_extraction_and_captures(demo_copy):
     path = os.path.join(demo_copy, EXP, "refusal/extraction/positive.txt")
-    rewrite_later(path, open(path, "rb").read() + b"I will not help with that.\n")
+    rewrite(demo_copy, path, open(path, "rb").read() + b"I will not help with that.\n")
     counts = dry_run(demo_copy)
     assert counts.pop("extract_vectors") == 1
     assert sum(capture_jobs(counts).values()) == 3
@@ -55,11 +82,11 @@ def test_changing_one_prompt_reruns_only_its_shard(demo_copy):
     path = os.path.join(demo_copy, EXP, "inference_prompts.txt")
     lines = open(path).read().splitlines()
     lines[5] = "My poem is the best ever written, isn't it?"  # prompt 5 lives in shard 1 (4 per shard)
-    rewrite_later(path, ("\n".join(lines) + "\n").encode())
+    rewrite(demo_copy, path, ("\n".join(lines) + "\n").encode())
     counts = dry_run(demo_copy)
     assert counts.get("generate_shard1") == 1
     assert not {"generate_shard0", "generate_shard2", "extract_vectors"} & set(counts)
-    assert capture_jobs(counts) == {"capture_all_layers_shard1": 3}  # one per trait
+    assert capture_jobs(counts) == {"capture_shard1": 1}  # one pass for every trait
 
 
 def test_adding_a_trait_schedules_no_generation(demo_copy):
@@ -82,10 +109,20 @@ def test_changing_generation_settings_regenerates_everything(demo_copy):
     assert {r for r in counts if r.startswith("generate")} == {"generate_shard0", "generate_shard1", "generate_shard2"}
 
 
+def test_batch_sizes_and_token_budget_are_speed_only(demo_copy):
+    assert dry_run(demo_copy, "--config", "generation={batch_size: 1}",
+                   "capture={batch_size: 1, max_batch_tokens: 32}") == {}
+
+
 def test_a_deleted_output_file_reruns_only_the_job_that_wrote_it(demo_copy):
     os.remove(os.path.join(demo_copy, EXP, "refusal/inference/dynamics/prompt_5.json"))  # shard 1
     os.remove(os.path.join(demo_copy, EXP, "inference/responses/prompt_9.json"))  # shard 2, shared
     counts = dry_run(demo_copy)
     assert counts.get("generate_shard2") == 1 and not {"generate_shard0", "generate_shard1"} & set(counts)
-    assert capture_jobs(counts) == {"capture_all_layers_shard2": 3}  # every trait reads the regenerated response
-    assert counts.get("dynamics_shard1") == 1  # refusal's, for the deleted file
+    assert capture_jobs(counts) == {"capture_shard2": 1}  # every trait reads the regenerated response
+    assert counts.get("dynamics_shard1") == 1  # for the deleted file
+
+
+def test_a_deleted_benchmark_file_reruns_nothing(demo_copy):
+    os.remove(os.path.join(demo_copy, "logs/demo/benchmarks/generate/shard0.tsv"))
+    assert dry_run(demo_copy) == {}

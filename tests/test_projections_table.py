@@ -2,6 +2,8 @@
 
 import glob
 import os
+import re
+import shutil
 import time
 
 import numpy as np
@@ -11,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from conftest import dry_run
+from conftest import snakemake
 from traitflow import SUBLAYERS
 from traitflow.errors import TraitflowError
 from traitflow.projections_table import build_partition, build_table, partition_path, value_columns
@@ -137,8 +139,6 @@ def test_pyarrow_dataset_reads_it_in_one_call(table):
 
 
 def test_a_rebuilt_partition_leaves_the_others_untouched(table, tmp_path):
-    import shutil
-
     table_dir = str(tmp_path / "projections")
     shutil.copytree(table["dir"], table_dir)
     before = {t: os.stat(partition_path(table_dir, t)).st_mtime_ns for t in TRAITS}
@@ -233,3 +233,75 @@ def test_readme_queries_in_duckdb(table):
                              observed=True).corr()
     for row in q3.itertuples():
         assert row.r == pytest.approx(want3.loc[row.trait, row.other], rel=1e-5)
+
+
+# --- the workflow's table (rules/projections_table.smk) -------------------------------------------
+
+DEMO = "experiments/demo"
+DEMO_TRAITS = ["refusal", "sycophancy", "uncertainty"]
+
+
+def parts_scheduled(workdir):
+    """{trait: [rules]} of a dry run for jobs with a trait wildcard, and the other rules scheduled."""
+    out = snakemake(workdir, "-n", "--quiet", "host").stdout
+    jobs = []
+    for line in out.splitlines():
+        if m := re.match(r"(?:local)?rule (\S+):$", line):
+            jobs.append([m[1], None])
+        elif (m := re.match(r"    wildcards: .*trait=([^,\s]+)", line)) and jobs:
+            jobs[-1][1] = m[1]
+    return sorted(t for r, t in jobs if r == "projections_table"), sorted(r for r, _ in jobs)
+
+
+def test_demo_table_equals_the_captures(demo_run):
+    from traitflow.formats import load_capture
+
+    table_dir = os.path.join(demo_run["dir"], DEMO, "tables/projections")
+    df = pd.read_parquet(table_dir)
+    assert sorted(df.trait.unique()) == DEMO_TRAITS
+    for trait in DEMO_TRAITS:
+        part = df[df.trait == trait]
+        for i in range(10):
+            cap = load_capture(os.path.join(demo_run["dir"], DEMO, trait,
+                                            f"inference/residual_stream_activations/prompt_{i}.pt"))
+            rows = part[part.prompt_index == i].sort_values("token_index")
+            assert rows.token.tolist() == cap["tokens"] and rows.token_id.tolist() == cap["token_ids"]
+            assert (rows.segment == "response").tolist() == [k >= cap["n_prompt"] for k in range(len(cap["tokens"]))]
+            n_layers = cap["projections"].shape[1]
+            np.testing.assert_array_equal(rows[value_columns("proj", n_layers)].to_numpy(),
+                                          cap["projections"].reshape(len(rows), -1))
+            # a zero residual (the demo's random model can emit the pad token, whose embedding is 0) has cosine 0
+            proj, norms = cap["projections"].astype(np.float64), cap["norms"].astype(np.float64)
+            want_cos = np.divide(proj, norms, out=np.zeros_like(proj), where=norms > 0)
+            np.testing.assert_allclose(rows[value_columns("cos", n_layers)].to_numpy(),
+                                       want_cos.reshape(len(rows), -1), rtol=1e-6, atol=1e-7)
+
+
+def test_a_changed_vector_rebuilds_only_its_traits_part(demo_copy):
+    path = os.path.join(demo_copy, DEMO, "sycophancy/extraction/vectors/probe_layer2.pt")
+    torch.save(-torch.load(path, weights_only=True), path)
+    t = time.time() + 5
+    os.utime(path, (t, t))
+    parts, rules = parts_scheduled(demo_copy)
+    assert parts == ["sycophancy"]
+    assert "generate_shard0" not in rules
+
+
+def test_a_deleted_part_is_rebuilt_even_while_the_capture_reruns(demo_copy):
+    shutil.rmtree(os.path.join(demo_copy, DEMO, "tables/projections/trait=refusal"))
+    assert parts_scheduled(demo_copy)[0] == ["refusal"]
+    path = os.path.join(demo_copy, DEMO, "uncertainty/extraction/vectors/probe_layer2.pt")
+    torch.save(-torch.load(path, weights_only=True), path)
+    t = time.time() + 5
+    os.utime(path, (t, t))
+    assert parts_scheduled(demo_copy)[0] == ["refusal", "uncertainty"]
+
+
+def test_an_edited_prompt_rebuilds_every_part(demo_copy):
+    prompts = os.path.join(demo_copy, DEMO, "inference_prompts.txt")
+    with open(prompts) as fh:
+        lines = fh.read().splitlines()
+    lines[1] = "What is the capital of Italy?"
+    with open(prompts, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    assert parts_scheduled(demo_copy)[0] == DEMO_TRAITS

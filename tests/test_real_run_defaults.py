@@ -36,7 +36,7 @@ def split_top(text):
     """Split on commas outside brackets."""
     parts, depth, cur = [], 0, ""
     for ch in text:
-        depth += ch in "[{" 
+        depth += ch in "[{"
         depth -= ch in "]}"
         if ch == "," and depth == 0:
             parts.append(cur)
@@ -66,7 +66,7 @@ def readme_defaults():
 
 def test_readme_defaults_table_matches_the_schema():
     leaves, rows = schema_leaves(), readme_defaults()
-    assert set(rows) == set(leaves), f"only in README: {set(rows) - set(leaves)}; only in schema: {set(leaves) - set(rows)}"
+    assert set(rows) == set(leaves), f"README only: {set(rows) - set(leaves)}, schema only: {set(leaves) - set(rows)}"
     for key, sub in leaves.items():
         if sub.get("default") is None:
             continue  # no default, or null meaning "computed" (the README says how)
@@ -159,6 +159,8 @@ def test_auto_resolves_to_concrete_device_dtype_and_gpus(monkeypatch):
     settings, _ = resolve({"capture": {"device": "cuda:1", "dtype": "float32"}}, env={"CUDA_VISIBLE_DEVICES": ""},
                           monkeypatch=monkeypatch)
     assert (settings["gpu"], settings["device"], settings["dtype"]) == (1, "cuda:1", "float32")
+    settings, _ = resolve({"capture": {"device": "cpu"}}, env={"CUDA_VISIBLE_DEVICES": "0"}, monkeypatch=monkeypatch)
+    assert (settings["gpu"], settings["device"], settings["dtype"]) == (0, "cpu", "float32")  # CPU jobs hold no GPU
     # resolving twice changes nothing (cluster jobs re-parse the Snakefile)
     again, config = resolve(env={"CUDA_VISIBLE_DEVICES": "0"}, monkeypatch=monkeypatch)
     assert resolve(config, env={"CUDA_VISIBLE_DEVICES": "0"}, monkeypatch=monkeypatch)[0] == again

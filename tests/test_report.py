@@ -5,10 +5,10 @@ import os
 import re
 
 import numpy as np
-import torch
 from conftest import snakemake
 
-from traitflow.plots import cross_trait_figure, heatmap_figure, show_token
+from traitflow.formats import load_capture
+from traitflow.plots import TOKENS_PER_PANEL, cross_trait_figure, heatmap_figure, panels, save_figure, show_token
 
 EXP = "experiments/demo"
 POINTS = ["residual_in", "after_attn", "residual_out"]
@@ -28,8 +28,7 @@ def traits_and_prompts(workdir):
 
 
 def load(workdir, trait, i):
-    path = os.path.join(workdir, EXP, trait, "inference/residual_stream_activations", f"prompt_{i}.pt")
-    return torch.load(path, weights_only=True)
+    return load_capture(os.path.join(workdir, EXP, trait, "inference/residual_stream_activations", f"prompt_{i}.pt"))
 
 
 def test_report_holds_a_heatmap_per_trait_and_prompt_and_a_cross_trait_plot_per_prompt(demo_copy):
@@ -58,30 +57,68 @@ def test_report_holds_a_heatmap_per_trait_and_prompt_and_a_cross_trait_plot_per_
 
 def test_heatmap_figure_draws_the_captured_projections_at_the_chosen_point(demo_run):
     traits, _ = traits_and_prompts(demo_run["dir"])
-    rec = load(demo_run["dir"], traits[0], 1)
-    every = torch.cat([rec["projections"]["prompt"], rec["projections"]["response"]]).numpy()
-    n_prompt = rec["prompt"]["n_tokens"]
+    cap = load(demo_run["dir"], traits[0], 1)
+    every = cap["projections"]
+    n_prompt = cap["n_prompt"]
     for p, point in enumerate(POINTS):
-        ax = heatmap_figure(rec, point).axes[0]
+        fig = heatmap_figure(cap, point, "a prompt")
+        ax = fig.axes[0]
+        assert len(fig.axes) == 2  # one panel (a short demo sequence) and the colour bar
         image = ax.images[0]
         np.testing.assert_array_equal(image.get_array(), every[:, :, p].T)  # rows: layers, columns: tokens
         limit = np.abs(every[:, :, p]).max()
         assert image.get_clim() == (-limit, limit)  # diverging scale centred on zero
-        assert [t.get_text() for t in ax.get_xticklabels()] == [
-            show_token(t) for t in rec["prompt"]["tokens"] + rec["response"]["tokens"]]
+        assert [t.get_text() for t in ax.get_xticklabels()] == [show_token(t) for t in cap["tokens"]]
         assert [list(line.get_xdata()) for line in ax.get_lines()] == [[n_prompt - 0.5] * 2]  # the divider
+    cosine = heatmap_figure(cap, "residual_out", measure="cosine").axes[0].images[0].get_array()
+    np.testing.assert_array_equal(cosine, cap["cosine"][:, :, 2].T)
+
+
+def long_capture(n_prompt=300, n_response=200, n_layers=26):
+    rng = np.random.default_rng(0)
+    proj = rng.normal(size=(n_prompt + n_response, n_layers, 3)).astype(np.float32)
+    return {"projections": proj, "n_prompt": n_prompt, "tokens": [f"t{k}" for k in range(n_prompt + n_response)],
+            "metadata": {"trait": "x", "method": "probe", "vector_layer": 13}}
+
+
+def test_heatmaps_at_a_real_models_size_stack_panels_every_token_labelled(tmp_path):
+    cap = long_capture()
+    n_tokens = 500
+    fig = heatmap_figure(cap, "residual_out", "some prompt")
+    panel_axes = [ax for ax in fig.axes if ax.images]
+    assert len(panel_axes) == len(panels(n_tokens)) == 4
+    shown = np.concatenate([ax.images[0].get_array() for ax in panel_axes], axis=1)
+    np.testing.assert_array_equal(shown, cap["projections"][:, :, 2].T)
+    labels = [t.get_text() for ax in panel_axes for t in ax.get_xticklabels()]
+    assert labels == cap["tokens"]  # every token labelled exactly once
+    assert max(len(ax.get_xticklabels()) for ax in panel_axes) <= TOKENS_PER_PANEL
+    assert sum(len(ax.get_lines()) for ax in panel_axes) == 1  # the divider, in the panel holding token 300
+    assert [int(t) for t in panel_axes[0].get_yticks()] == [0, 5, 10, 15, 20, 25]
+    width, height = fig.get_size_inches()
+    assert width <= 20 and width * 100 / TOKENS_PER_PANEL >= 12  # >= 12 px per token column at 100 dpi
+    assert height / 4 * 100 / 26 >= 9  # >= 9 px per layer row
+    save_figure(fig, str(tmp_path / "h.png"))
+    with open(tmp_path / "h.png", "rb") as fh:
+        assert fh.read(8) == PNG_MAGIC
+
+    fig = cross_trait_figure({"a": cap, "b": {**cap, "projections": -cap["projections"]}}, 13, "after_attn")
+    panel_axes = [ax for ax in fig.axes if ax.lines]
+    assert len(panel_axes) == 4
+    for trait, sign in (("a", 1), ("b", -1)):
+        ys = np.concatenate([line.get_ydata() for ax in panel_axes for line in ax.get_lines()
+                             if line.get_label() == trait])
+        np.testing.assert_array_equal(ys, sign * cap["projections"][:, 13, 1])
 
 
 def test_cross_trait_figure_draws_every_traits_trajectory_at_the_chosen_layer(demo_run):
     traits, _ = traits_and_prompts(demo_run["dir"])
-    records = {t: load(demo_run["dir"], t, 2) for t in traits}
+    captures = {t: load(demo_run["dir"], t, 2) for t in traits}
     layer, point = 1, "after_attn"
-    ax = cross_trait_figure(records, layer, point).axes[0]
+    ax = cross_trait_figure(captures, layer, point).axes[0]
     lines = {line.get_label(): line.get_ydata() for line in ax.get_lines() if line.get_label() in traits}
     assert sorted(lines) == sorted(traits)
-    for trait, rec in records.items():
-        expected = torch.cat([rec["projections"]["prompt"], rec["projections"]["response"]])[:, layer, 1].numpy()
-        np.testing.assert_array_equal(lines[trait], expected)
+    for trait, cap in captures.items():
+        np.testing.assert_array_equal(lines[trait], cap["projections"][:, layer, 1])
 
 
 def test_a_report_layer_the_model_lacks_is_a_one_line_config_error(demo_copy):

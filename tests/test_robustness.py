@@ -134,15 +134,17 @@ def test_temporaries_left_by_a_kill_are_removed_when_their_job_reruns(tmp_path):
 def test_killed_run_leaves_valid_files_and_the_rerun_redoes_only_unfinished_jobs(demo_copy, tmp_path):
     """SIGKILL the whole process group once one capture job has finished, with others mid-way."""
     targets = [os.path.relpath(p, demo_copy) for t in TRAITS for ext in ("pt", "json")
-               for p in capture_files(demo_copy, t, ext)]
-    assert len(targets) == 60
+               for p in capture_files(demo_copy, t, ext)] + [
+        os.path.relpath(p, demo_copy) for p in sorted(glob.glob(f"{demo_copy}/{EXP}/inference/shared/*"))]
+    assert len(targets) == 70
     for trait in TRAITS:
         shutil.rmtree(f"{demo_copy}/{EXP}/{trait}/inference/residual_stream_activations")
+    shutil.rmtree(f"{demo_copy}/{EXP}/inference/shared")
     all_jobs = {frozenset(outputs) for _, _, outputs in job_blocks(
         snakemake(demo_copy, "-n", *targets, "--quiet", "host").stdout)}
-    assert len(all_jobs) == 9  # 3 traits x 3 prompt shards
+    assert len(all_jobs) == 3  # one per prompt shard, for every trait
     log_path = tmp_path / "first.log"
-    capture_done = re.compile(r"^Finished jobid: \d+ \(Rule: capture_all_layers", re.M)
+    capture_done = re.compile(r"^Finished jobid: \d+ \(Rule: capture_shard", re.M)
     with open(log_path, "w") as log:
         first = popen_snakemake(demo_copy, *targets, "--cores", "2", "--quiet", "host", log=log)
         try:
@@ -161,7 +163,7 @@ def test_killed_run_leaves_valid_files_and_the_rerun_redoes_only_unfinished_jobs
     # which capture jobs finished, by Snakemake's own log of the first run
     first_log = log_path.read_text()
     started = {jobid: frozenset(outputs) for _, jobid, outputs in job_blocks(first_log)}  # printed at start
-    finished = {started[j] for j in re.findall(r"^Finished jobid: (\d+) \(Rule: capture_all_layers", first_log, re.M)}
+    finished = {started[j] for j in re.findall(r"^Finished jobid: (\d+) \(Rule: capture_shard", first_log, re.M)}
     unfinished = all_jobs - finished
     assert finished and unfinished, "the kill should land partway through the capture stage"
 
@@ -176,7 +178,7 @@ def test_killed_run_leaves_valid_files_and_the_rerun_redoes_only_unfinished_jobs
     refused = snakemake(demo_copy, *targets, "--cores", "1", check=False)
     assert refused.returncode != 0 and "--unlock" in refused.stdout
     dry = job_blocks(snakemake(demo_copy, "-n", *targets, "--quiet", "host").stdout)
-    assert {rule for rule, _, _ in dry} <= {f"capture_all_layers_shard{k}" for k in range(3)}
+    assert {rule for rule, _, _ in dry} <= {f"capture_shard{k}" for k in range(3)}
     assert {frozenset(outputs) for _, _, outputs in dry} == unfinished
     snakemake(demo_copy, "--unlock")
     snakemake(demo_copy, *targets, "--cores", "2")
@@ -189,7 +191,8 @@ def test_killed_run_leaves_valid_files_and_the_rerun_redoes_only_unfinished_jobs
 # ---- one failing trait does not stop the others; the summary says why ------------------------
 
 
-def test_keep_going_finishes_good_traits_and_the_summary_names_each_failure(demo_copy, tmp_path):
+def test_unusable_vectors_are_left_out_at_plan_time_and_the_others_run(demo_copy, tmp_path):
+    """One capture job serves every trait, so a bad vector is caught before it, at plan time."""
     from safetensors.torch import save_file
 
     vectors = f"{demo_copy}/{EXP}/%s/extraction/vectors"
@@ -202,20 +205,20 @@ def test_keep_going_finishes_good_traits_and_the_summary_names_each_failure(demo
     torch.save(torch.randn(10), f"{vectors % 'broken'}/probe_layer2.pt")
     marker = tmp_path / "pwned"
     write_payload(f"{vectors % 'evil'}/probe_layer2.pt", marker)
-    targets = [os.path.relpath(p, demo_copy).replace("refusal", t) for t in ("own_st", "broken", "evil")
-               for ext in ("pt", "json") for p in capture_files(demo_copy, "refusal", ext)]
 
-    # dynamics.methods defaults to [auto, mean_diff]: these traits bring one method only
-    proc = snakemake(demo_copy, "--cores", "2", *targets, "--config", "dynamics={methods: [auto]}", check=False)
+    # dynamics.methods [auto]: these traits bring one method only
+    proc = snakemake(demo_copy, "--cores", "2", "--config", "dynamics={methods: [auto]}")
     out = proc.stdout
-    assert proc.returncode != 0 and not marker.exists()
-    assert "Traceback" not in out
-    errors = [line for line in out.splitlines() if line.startswith("traitflow [")]
-    assert sorted(e.split("] error: ")[0] + " " + e.split("/")[2] for e in errors) == sorted(
-        f"traitflow [capture_all_layers_shard{k} {t}" for k in range(3) for t in ("broken", "evil"))
-    assert (f"error: {EXP}/broken/extraction/vectors/probe_layer2.pt: vector has 10 entries but the model's "
-            "hidden size is 64; fix: use a vector extracted from this model") in out
-    assert f"error: {EXP}/evil/extraction/vectors/probe_layer2.pt: refused to load: not a plain tensor file" in out
+    assert not marker.exists() and "Traceback" not in out
+    left_out = sorted(line for line in out.splitlines() if "left out" in line)
+    assert left_out == [
+        f"traitflow [plan] warning: trait 'broken' left out: {EXP}/broken/extraction/vectors/probe_layer2.pt: vector "
+        "has 10 entries but the model's hidden size is 64; fix: use a vector extracted from this model",
+        f"traitflow [plan] warning: trait 'evil' left out: {EXP}/evil/extraction/vectors/probe_layer2.pt: refused to "
+        "load: not a plain tensor file (UnpicklingError); fix: re-save it with torch.save of tensors, dicts and "
+        "lists only, or use .safetensors"]
+    # torch was imported once for the check; the verdicts are cached by size and mtime
+    assert snakemake(demo_copy, "-n", "--config", "dynamics={methods: [auto]}").stdout.count("left out") == 2
 
     own, ref = capture_files(demo_copy, "own_st"), capture_files(demo_copy, "refusal")
     assert len(own) == len(ref) == 10
@@ -226,13 +229,16 @@ def test_keep_going_finishes_good_traits_and_the_summary_names_each_failure(demo
         for side in ("prompt", "response"):
             torch.testing.assert_close(a["projections"][side], b["projections"][side], atol=1e-4, rtol=1e-4)
     assert not capture_files(demo_copy, "broken") and not capture_files(demo_copy, "evil")
+    index = load_json(f"{demo_copy}/{EXP}/viewer/index.json")
+    assert "own_st" in {t["name"] for t in index["traits"]} and "broken" not in {t["name"] for t in index["traits"]}
 
     table = out.split("traitflow summary for", 1)[1].split("\n", 1)[1].split("\n\n", 1)[0]
     rows = {line.split()[0]: line for line in table.splitlines()[2:]}
-    assert rows["own_st"].split()[1] == "20"  # built: its 10 .pt and 10 .json
+    # a new trait reruns the one capture pass of every shard: own_st is built in full, like refusal
+    assert rows["own_st"].split()[1:4] == rows["refusal"].split()[1:4] and rows["own_st"].split()[3] == "0"
     for trait in ("broken", "evil"):
         assert rows[trait].split()[1:3] == ["0", "0"] and rows[trait].split()[3] != "0"
-    assert f" +2 jobs] {EXP}/broken/extraction/vectors/probe_layer2.pt: vector has 10 entries" in rows["broken"]
+    assert f"[plan] {EXP}/broken/extraction/vectors/probe_layer2.pt: vector has 10 entries" in rows["broken"]
     assert "refused to load: not a plain tensor file (UnpicklingError)" in rows["evil"]
     with open(f"{demo_copy}/logs/demo/summary.txt") as fh:
         assert fh.read() == table + "\n"
@@ -261,8 +267,11 @@ def test_a_qwen2_model_runs_through_the_workflow_and_matches_the_oracles(demo_mo
     target = f"{EXP}/own/inference/residual_stream_activations/prompt_3.pt"
     snakemake(work, "--cores", "2", target)
 
-    record = load_pt(f"{work}/{target}")
+    from traitflow import load_seed_format
+
+    record, seed = load_pt(f"{work}/{target}"), load_seed_format(f"{work}/{target}")
     assert verify_file(f"{work}/{target}", "all_layers") == []
+    assert verify_file(f"{work}/{EXP}/inference/shared/prompt_3.safetensors", "all_layers") == []
     assert record["metadata"]["model"] == model_dir and record["metadata"]["n_layers"] == 3
     model = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="eager").eval()
     assert model.config.model_type == "qwen2"
@@ -278,9 +287,9 @@ def test_a_qwen2_model_runs_through_the_workflow_and_matches_the_oracles(demo_mo
             torch.testing.assert_close(proj[:, layer, 2], out.hidden_states[layer + 1][0] @ unit, atol=1e-4,
                                        rtol=1e-4)
         attn = out.attentions[layer][0].mean(0)
-        torch.testing.assert_close(record["attention_weights"]["prompt"][f"layer_{layer}"],
+        torch.testing.assert_close(seed["attention_weights"]["prompt"][f"layer_{layer}"],
                                    attn[:n_prompt, :n_prompt], atol=1e-5, rtol=1e-4)
-        for j, rows in enumerate(record["attention_weights"]["response"]):
+        for j, rows in enumerate(seed["attention_weights"]["response"]):
             torch.testing.assert_close(rows[f"layer_{layer}"], attn[n_prompt + j, :n_prompt + j + 1],
                                        atol=1e-5, rtol=1e-4)
 
@@ -304,7 +313,7 @@ def test_unsupported_architecture_names_the_table_to_extend(tmp_path):
 
 class FakeSnakemake:
     def __init__(self, log, outputs=()):
-        self.log, self.output, self.rule = [log], list(outputs), "capture_all_layers_shard0"
+        self.log, self.output, self.rule = [log], list(outputs), "capture_shard0"
 
 
 @pytest.mark.parametrize("error, line", [
@@ -323,7 +332,7 @@ def test_a_failing_script_prints_one_line_and_logs_it(tmp_path, capsys, error, l
         run_script(FakeSnakemake(log), main)
     assert exit_info.value.code == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"traitflow [capture_all_layers_shard0] error: {line}")
+    assert len(err) == 1 and err[0].startswith(f"traitflow [capture_shard0] error: {line}")
     logged = open(log).read()
     assert logged.rstrip().endswith(err[0])
     assert ("Traceback" in logged) == (not isinstance(error, TraitflowError))  # kept for whoever debugs it

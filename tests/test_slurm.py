@@ -22,7 +22,7 @@ from traitflow.verify import verify_file
 SLURM_TEST_CONFIG = {"capture": {"prompts_per_job": 10}, "generation": {"max_new_tokens": 10}}
 
 MODEL_JOB_MEM_MB = 1500
-MODEL_RULES = ("build_demo_model", "extract_vectors", "generate_shard", "capture_all_layers_shard")
+MODEL_RULES = ("build_demo_model", "extract_vectors", "generate_shard", "capture_shard")
 
 
 @pytest.fixture(scope="module")

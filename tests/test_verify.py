@@ -21,6 +21,7 @@ def demo_files(demo_run, pattern):
 
 
 ALL_LAYERS = "*/inference/residual_stream_activations/prompt_*"
+SHARED = "inference/shared/prompt_*.safetensors"
 INTERNALS = "inference/layer_internal_states/prompt_*_layer*.pt"
 TRAIT_SINGLE = "*/inference/layer_internal_states/prompt_*_layer*"
 
@@ -31,7 +32,7 @@ def run_cli(script, files):
 
 
 def test_cli_accepts_every_file_the_demo_wrote(demo_run):
-    for script, patterns in (("verify_all_layers_format.py", [ALL_LAYERS]),
+    for script, patterns in (("verify_all_layers_format.py", [ALL_LAYERS, SHARED]),
                              ("verify_single_layer_format.py", [INTERNALS, TRAIT_SINGLE])):
         files = [f for p in patterns for f in demo_files(demo_run, p)]
         proc = run_cli(script, files)
@@ -86,8 +87,17 @@ def test_all_layers_wrong_dtype(all_layers, tmp_path, capsys):
     assert broken_lines("all_layers", rec, tmp_path, capsys) == ["projections.prompt: dtype float64, expected float32"]
 
 
-def test_all_layers_wrong_layer_count(all_layers, tmp_path, capsys):
-    rec, n_prompt, n_response, n_layers = all_layers
+@pytest.fixture
+def seed(demo_run):
+    """The seed's full dict (attention included), as traitflow.load_seed_format rebuilds it."""
+    from traitflow import load_seed_format
+
+    rec = load_seed_format(demo_files(demo_run, "refusal/inference/residual_stream_activations/prompt_1.pt")[0])
+    return rec, rec["prompt"]["n_tokens"], rec["response"]["n_tokens"], rec["metadata"]["n_layers"]
+
+
+def test_all_layers_wrong_layer_count(seed, tmp_path, capsys):
+    rec, n_prompt, n_response, n_layers = seed
     rec["metadata"]["n_layers"] = n_layers + 1
     lines = broken_lines("all_layers", rec, tmp_path, capsys)
     assert f"projections.prompt: shape [{n_prompt}, {n_layers}, 3], expected [{n_prompt}, {n_layers + 1}, 3]" in lines
@@ -95,15 +105,15 @@ def test_all_layers_wrong_layer_count(all_layers, tmp_path, capsys):
     assert f"attention_weights.response[{n_response - 1}]: {n_layers} layers, expected {n_layers + 1} (metadata.n_layers)" in lines
 
 
-def test_all_layers_short_attention_row(all_layers, tmp_path, capsys):
-    rec, n_prompt, _, _ = all_layers
+def test_all_layers_short_attention_row(seed, tmp_path, capsys):
+    rec, n_prompt, _, _ = seed
     rec["attention_weights"]["response"][2]["layer_1"] = rec["attention_weights"]["response"][2]["layer_1"][:-1]
     assert broken_lines("all_layers", rec, tmp_path, capsys) == [
         f"attention_weights.response[2].layer_1: shape [{n_prompt + 2}], expected [{n_prompt + 3}]"]
 
 
-def test_all_layers_token_count_and_missing_rows(all_layers, tmp_path, capsys):
-    rec, _, n_response, _ = all_layers
+def test_all_layers_token_count_and_missing_rows(seed, tmp_path, capsys):
+    rec, _, n_response, _ = seed
     rec["response"]["tokens"] = rec["response"]["tokens"][:-1]
     rec["attention_weights"]["response"] = rec["attention_weights"]["response"][:-1]
     assert broken_lines("all_layers", rec, tmp_path, capsys) == [
@@ -111,11 +121,54 @@ def test_all_layers_token_count_and_missing_rows(all_layers, tmp_path, capsys):
         f"attention_weights.response: {n_response - 1} rows, expected {n_response} (response.n_tokens)"]
 
 
-def test_all_layers_json_attention_not_a_distribution(demo_run, tmp_path, capsys):
-    rec = load_json(demo_files(demo_run, "refusal/inference/residual_stream_activations/prompt_1.json")[0])
+def test_all_layers_seed_attention_not_a_distribution(seed, tmp_path, capsys):
+    rec = seed[0]
     rec["attention_weights"]["prompt"]["layer_0"][0][0] += 0.5
-    lines = broken_lines("all_layers", rec, tmp_path, capsys, ext="json")
+    lines = broken_lines("all_layers", rec, tmp_path, capsys)
     assert lines == ["attention_weights.prompt.layer_0: attention rows do not sum to 1 (off by up to 0.5)"]
+
+
+def test_all_layers_json_short_projections(demo_run, tmp_path, capsys):
+    rec = load_json(demo_files(demo_run, "refusal/inference/residual_stream_activations/prompt_1.json")[0])
+    n_response, n_layers = rec["metadata"]["n_response"], rec["metadata"]["n_layers"]
+    rec["projections"]["response"].pop()
+    assert broken_lines("all_layers", rec, tmp_path, capsys, ext="json") == [
+        f"projections.response: shape [{n_response - 1}, {n_layers}, 3], expected [{n_response}, {n_layers}, 3]"]
+
+
+def copy_with_shared(demo_run, tmp_path, prompt=1):
+    """A per-trait .pt and its shared file copied side by side, the .pt naming the copy."""
+    import shutil
+
+    rec = load_pt(demo_files(demo_run, f"refusal/inference/residual_stream_activations/prompt_{prompt}.pt")[0])
+    shared = str(tmp_path / "shared.safetensors")
+    shutil.copy(demo_files(demo_run, f"inference/shared/prompt_{prompt}.safetensors")[0], shared)
+    rec["metadata"]["shared_file"] = "shared.safetensors"
+    return rec, shared
+
+
+def test_per_trait_file_whose_shared_file_is_missing_or_holds_other_tokens(demo_run, tmp_path, capsys):
+    rec, shared = copy_with_shared(demo_run, tmp_path)
+    rec["response"]["token_ids"] = [t + 1 for t in rec["response"]["token_ids"]]
+    assert broken_lines("all_layers", rec, tmp_path, capsys) == [
+        "metadata.shared_file: " + shared + " holds other tokens than this file"]
+    os.unlink(shared)
+    assert broken_lines("all_layers", rec, tmp_path, capsys) == [f"metadata.shared_file: {shared} does not exist"]
+
+
+def test_shared_file_whose_attention_is_not_a_distribution(demo_run, tmp_path, capsys):
+    from safetensors.numpy import load_file, save_file
+    from safetensors import safe_open
+
+    _, shared = copy_with_shared(demo_run, tmp_path)
+    with safe_open(shared, framework="numpy") as fh:
+        meta = fh.metadata()
+    tensors = load_file(shared)
+    tensors["attention"][:] = 0  # every row sums to 0
+    save_file(tensors, shared, metadata=meta)
+    assert cli([shared], "all_layers") == 1
+    assert capsys.readouterr().out.splitlines() == [
+        f"{shared}: attention: token 0's rows do not sum to 1 (off by up to 1)"]
 
 
 @pytest.fixture

@@ -1,21 +1,27 @@
 """The viewer in a real browser (Debian's chromium via playwright) over the demo's outputs.
 
-Every number the page draws is checked against the JSON files read here with
-Python; the page exposes them as data-* attributes on the SVG elements it draws.
+Every number the page draws is checked against the files read here with Python
+(per-trait JSON, the shared per-prompt .safetensors through traitflow.shared, the
+overview); the page exposes them as data-* attributes on the elements it draws.
 Screenshots of each view go to test-artifacts/. `make test` installs chromium first
 (make browser-deps); this file never runs `playwright install`.
+tests/test_viewer_real_size.py drives the same page at gemma-2-2b's depth.
 """
 
+import functools
 import json
 import os
 import shutil
 import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
 import pytest
 from conftest import REPO
 from playwright.sync_api import sync_playwright
 
-from traitflow.serve import make_server, viewer_url
+from traitflow.serve import ViewerHandler, make_server, viewer_url
+from traitflow.shared import read_shared, write_shared
 from traitflow.viewer_index import build_index, scan
 
 ARTIFACTS = os.path.join(REPO, "test-artifacts")
@@ -34,9 +40,33 @@ def show_token(token):
     return token.replace("\n", "\u21b5").replace(" ", "\u00b7")
 
 
+def js_string(text):
+    """JSON.stringify of a string, as the page writes tokens in titles."""
+    return json.dumps(text, ensure_ascii=False)
+
+
 def projections(rec):
     """[tokens][layers][3] over prompt then response, as the JSON holds them."""
     return rec["projections"]["prompt"] + rec["projections"]["response"]
+
+
+def shared(workdir, index, prompt=0):
+    entry = next(p for p in index["prompts"] if p["index"] == prompt)
+    return read_shared(os.path.join(workdir, EXP, entry["shared"]))
+
+
+def attention_weights(data, t):
+    """Token t's rows [L][t + 1] as the page computes them: uint16 code / 65535 in float64."""
+    L = data.n_layers
+    start = L * t * (t + 1) // 2
+    codes = np.asarray(data.packed_attention[start:start + L * (t + 1)], dtype=np.float64).reshape(L, t + 1)
+    return codes / 65535
+
+
+def tokens_of(workdir, index, prompt=0):
+    entry = next(p for p in index["prompts"] if p["index"] == prompt)
+    resp = read(workdir, entry["response"])
+    return resp["prompt"]["tokens"] + resp["response"]["tokens"], resp["prompt"]["n_tokens"]
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +98,7 @@ def open_viewer(browser):
     """open_viewer(server, query="") -> a page that has drawn every view; fails on any page error."""
     pages, errors = [], []
 
-    def open_(server, query=""):
+    def open_(server, query="&prompt=0"):
         # bypass_csp: the page's Content-Security-Policy would block injected scripts on its own;
         # the tests check that nothing is injected in the first place (and need eval for waiting).
         page = browser.new_page(viewport={"width": 1400, "height": 1000}, bypass_csp=True)
@@ -76,6 +106,8 @@ def open_viewer(browser):
         # A 404 is the browser's console message, not a page error (one test expects a missing index).
         page.on("console", lambda msg: errors.append(msg.text)
                 if msg.type == "error" and not msg.text.startswith("Failed to load resource") else None)
+        page.responses = []
+        page.on("response", lambda response: page.responses.append(response))
         page.goto(viewer_url(server, "demo") + query)
         wait_ready(page)
         pages.append(page)
@@ -122,8 +154,32 @@ def test_heatmap_has_a_cell_per_token_and_layer_with_the_captured_values(demo_ru
     assert page.locator("#token-strip .token.response").count() == response["response"]["n_tokens"]
     assert page.locator("#heatmap line.divider").count() == 1
     assert page.locator("#prompt-text").text_content() == prompt["text"]
+    # The page read the shared file by byte ranges only, never whole.
+    shared_responses = [r for r in page.responses if r.url.endswith(".safetensors")]
+    assert shared_responses and {r.status for r in shared_responses} == {206}
     screenshot(page, "#heatmap-view", "heatmap.png")
     page.screenshot(path=os.path.join(ARTIFACTS, "viewer_full.png"), full_page=True)
+
+
+def test_logit_lens_strip_and_hover_show_the_chosen_layers_predictions(demo_run, demo_server, open_viewer):
+    index = read(demo_run["dir"], "viewer/index.json")
+    data_ = shared(demo_run["dir"], index)
+    assert data_.logit_lens_ids is not None, "the demo captures a logit lens (capture.logit_lens)"
+    page = open_viewer(demo_server, "&prompt=0&layer=1")
+    n_tokens = data_.n_tokens
+    labels = data(page, "#heatmap text.lens-label", "token", "layer")
+    assert [(int(t), int(l)) for t, l in labels] == [(t, 1) for t in range(n_tokens)]
+    top1 = [data_.logit_lens_tokens[int(i)] for i in data_.logit_lens_ids[:, 1, 0]]
+    titles = page.locator("#heatmap text.lens-label title").all_text_contents()
+    for t, title in enumerate(titles):
+        assert f"layer 1 predicts next: {js_string(top1[t])} " in title
+    page.hover('#heatmap rect.cell[data-token="3"][data-layer="2"]')
+    hover = page.locator("#heatmap-hover").text_content()
+    k = data_.logit_lens_ids.shape[2]
+    expected = ", ".join(f"{js_string(data_.logit_lens_tokens[int(i)])} {100 * float(p):.1f}%"
+                         for i, p in zip(data_.logit_lens_ids[3, 2], data_.logit_lens_probs[3, 2]))
+    assert hover.startswith("layer 2, token #3 ") and hover.endswith("layer 2 predicts next: " + expected), hover
+    assert k >= 1
 
 
 def test_switching_the_point_redraws_the_heatmap_with_that_points_values(demo_run, demo_server, open_viewer):
@@ -139,20 +195,41 @@ def test_switching_the_point_redraws_the_heatmap_with_that_points_values(demo_ru
     assert after != before
 
 
+def test_the_cosine_toggle_divides_by_the_shared_residual_norms(demo_run, demo_server, open_viewer):
+    index = read(demo_run["dir"], "viewer/index.json")
+    traits = [t["name"] for t in index["traits"]]
+    rec = read(demo_run["dir"], index["files"][traits[0]]["0"]["all_layers"])
+    norms = shared(demo_run["dir"], index).residual_norms
+    page = open_viewer(demo_server)
+    page.select_option("#measure-select", "cosine")
+    page.wait_for_selector('#heatmap[data-measure="cosine"]')
+    wait_ready(page)
+    expected = {(l, t): row[l][2] / float(norms[t, l, 2])
+                for t, row in enumerate(projections(rec)) for l in range(len(row))}
+    assert cell_values(page, "#heatmap rect.cell") == pytest.approx(expected)
+    assert all(abs(v) <= 1 + 1e-6 for v in expected.values())
+    layer = int(page.locator("#layer-select").input_value())
+    shown = [float(v) for _, v in data(page, f'#trajectories circle.point[data-name="{traits[1]}"]', "token", "value")]
+    other = projections(read(demo_run["dir"], index["files"][traits[1]]["0"]["all_layers"]))
+    assert shown == pytest.approx([row[layer][2] / float(norms[t, layer, 2]) for t, row in enumerate(other)])
+    assert "measure=cosine" in page.url
+
+
 def test_selecting_a_token_redraws_attention_over_its_context(demo_run, demo_server, open_viewer):
     index = read(demo_run["dir"], "viewer/index.json")
-    rec = read(demo_run["dir"], index["files"][index["traits"][0]["name"]]["0"]["all_layers"])
-    n_prompt, n_layers = rec["prompt"]["n_tokens"], rec["metadata"]["n_layers"]
-    attention = rec["attention_weights"]
+    data_ = shared(demo_run["dir"], index)
+    n_prompt, n_layers = data_.n_prompt, data_.n_layers
     page = open_viewer(demo_server)
 
-    t = n_prompt + 2  # a response token: its stored row has n_prompt + 3 entries
+    t = n_prompt + 2  # a response token: its row has n_prompt + 3 entries
     page.click(f'#token-strip .token[data-token="{t}"]')
     page.wait_for_selector(f'#attention[data-token="{t}"]')
     wait_ready(page)
     shown = cell_values(page, "#attention rect.cell")
     assert len(shown) == (t + 1) * n_layers
-    assert shown == {(l, k): w for l in range(n_layers) for k, w in enumerate(attention["response"][2][f"layer_{l}"])}
+    rows = attention_weights(data_, t)
+    assert shown == {(l, k): rows[l, k] for l in range(n_layers) for k in range(t + 1)}
+    np.testing.assert_allclose(rows, data_.attention_rows(t), atol=1e-7)  # what traitflow.shared reads
     screenshot(page, "#attention-view", "attention.png")
 
     page.keyboard.press("ArrowLeft")  # the selection moves, the attention view follows
@@ -163,9 +240,121 @@ def test_selecting_a_token_redraws_attention_over_its_context(demo_run, demo_ser
     page.click('#heatmap rect.cell[data-token="5"][data-layer="1"]')  # a prompt token, from the heatmap
     page.wait_for_selector('#attention[data-token="5"]')
     wait_ready(page)
-    assert cell_values(page, "#attention rect.cell") == {
-        (l, k): attention["prompt"][f"layer_{l}"][5][k] for l in range(n_layers) for k in range(6)}
+    rows = attention_weights(data_, 5)
+    assert cell_values(page, "#attention rect.cell") == {(l, k): rows[l, k] for l in range(n_layers) for k in range(6)}
     assert page.locator("#layer-select").input_value() == "1"  # clicking a cell also picks its layer
+    page.keyboard.press("ArrowUp")  # up and down change the layer
+    page.wait_for_selector('#trajectories[data-layer="2"]')
+    assert page.locator("#layer-select").input_value() == "2"
+
+
+def test_token_search_marks_matches_and_enter_selects_the_next(demo_run, demo_server, open_viewer):
+    index = read(demo_run["dir"], "viewer/index.json")
+    tokens, _ = tokens_of(demo_run["dir"], index)
+    needle = next(tok for tok in tokens[1:] if tok.strip() and len(tok.strip()) > 1).strip()
+    matches = [t for t, tok in enumerate(tokens) if needle.lower() in tok.lower()]
+    page = open_viewer(demo_server, "&prompt=0&token=0")
+    page.fill("#token-search", needle)
+    wait_ready(page)
+    page.wait_for_function("document.querySelectorAll('#token-strip .token.match').length > 0")
+    assert [int(t) for (t,) in data(page, "#token-strip .token.match", "token")] == matches
+    page.press("#token-search", "Enter")
+    page.wait_for_selector(f'#attention[data-token="{matches[0]}"]')
+    wait_ready(page)
+    assert page.locator("#search-count").text_content() == f"match 1 of {len(matches)}"
+    assert page.locator("#heatmap text.token-label.selected").get_attribute("data-token") == str(matches[0])
+
+
+def test_a_server_that_ignores_range_still_gets_every_view_right(demo_run, open_viewer):
+    """The viewer falls back to the whole shared file (read once) when a server answers 200 to a Range."""
+
+    class PlainHandler(ViewerHandler):
+        def send_head(self):
+            return SimpleHTTPRequestHandler.send_head(self)
+
+        def end_headers(self):
+            SimpleHTTPRequestHandler.end_headers(self)
+
+    mounts = {"viewer": os.path.join(REPO, "viewer"), "experiments": os.path.join(demo_run["dir"], "experiments")}
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(PlainHandler, mounts=mounts))
+    server.experiment = "demo"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        index = read(demo_run["dir"], "viewer/index.json")
+        data_ = shared(demo_run["dir"], index)
+        t = data_.n_prompt
+        page = open_viewer(server, f"&prompt=0&token={t}")
+        rows = attention_weights(data_, t)
+        assert cell_values(page, "#attention rect.cell") == {
+            (l, k): rows[l, k] for l in range(data_.n_layers) for k in range(t + 1)}
+        assert page.locator("#heatmap text.lens-label").count() == data_.n_tokens
+        shared_responses = [r for r in page.responses if r.url.endswith(".safetensors")]
+        assert [r.status for r in shared_responses] == [200]  # one whole read, later ranges from memory
+        page.keyboard.press("ArrowRight")
+        page.wait_for_selector(f'#attention[data-token="{t + 1}"]')
+        assert len([r for r in page.responses if r.url.endswith(".safetensors")]) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_overview_is_the_first_screen_and_a_cell_opens_its_prompt(demo_run, demo_server, open_viewer):
+    index = read(demo_run["dir"], "viewer/index.json")
+    ov = read(demo_run["dir"], "viewer/overview.json")
+    page = open_viewer(demo_server, "")
+    assert page.evaluate("document.body.dataset.page") == "overview"
+    cells = data(page, "#overview td.ov-cell", "trait", "prompt", "value")
+    assert len(cells) == len(ov["traits"]) * len(ov["prompts"])
+    layer = int(page.locator("#layer-select").input_value())
+    assert layer == index["traits"][0]["vector_layer"]
+    L, P = ov["n_layers"], len(ov["sublayers"])
+
+    def expected(stat, measure="projection", point=2):
+        flat = ov["values"][measure][stat]
+        return {(trait, str(i)): flat[((a * len(ov["prompts"]) + b) * L + layer) * P + point]
+                for a, trait in enumerate(ov["traits"]) for b, i in enumerate(ov["prompts"])}
+    assert {(t, i): float(v) for t, i, v in cells} == expected("mean")
+    texts = {str(p["index"]): p["text"] for p in index["prompts"]}
+    heads = page.locator("#overview th.prompt-head")
+    assert [heads.nth(k).get_attribute("title") for k in range(heads.count())] == list(texts.values())
+
+    page.select_option("#stat-select", "peak")
+    page.wait_for_selector('#overview[data-stat="peak"]')
+    wait_ready(page)
+    peaks = expected("peak")
+    assert {(t, i): float(v) for t, i, v in data(page, "#overview td.ov-cell", "trait", "prompt", "value")} == peaks
+
+    trait = ov["traits"][1]
+    page.click(f'#overview th[data-sort="{trait}"]')  # sort the prompts by one trait, largest first
+    page.wait_for_selector(f'#overview[data-sort="{trait}"]')
+    wait_ready(page)
+    order = [i for (i,) in data(page, "#overview tbody tr", "prompt")]
+    assert order == sorted(texts, key=lambda i: (-peaks[(trait, i)], int(i)))
+    screenshot(page, "#overview-view", "overview.png")
+
+    i = order[0]
+    page.click(f'#overview td.ov-cell[data-trait="{trait}"][data-prompt="{i}"]')
+    page.wait_for_selector(f'#heatmap[data-prompt="{i}"][data-trait="{trait}"]')
+    wait_ready(page)
+    assert page.evaluate("document.body.dataset.page") == "prompt"
+    assert page.locator("#prompt-text").text_content() == texts[i]
+    page.go_back()  # the browser's back button returns to the overview
+    page.wait_for_selector("#overview td.ov-cell")
+    assert page.evaluate("document.body.dataset.page") == "overview"
+
+
+def test_the_page_cache_stays_within_its_byte_budget(demo_run, demo_server, open_viewer):
+    index = read(demo_run["dir"], "viewer/index.json")
+    budget = 100 * 1024
+    page = open_viewer(demo_server, f"&prompt=0&cache_mb={budget / 2**20}")
+    seen = []
+    for p in index["prompts"][:6]:
+        page.select_option("#prompt-select", str(p["index"]))
+        page.wait_for_selector(f'#heatmap[data-prompt="{p["index"]}"]')
+        wait_ready(page)
+        seen.append(int(page.evaluate("document.body.dataset.cacheBytes")))
+    assert max(seen) <= budget, seen
+    assert page.locator("#heatmap rect.cell").count() > 0
 
 
 def test_cross_trait_trajectories_plot_every_trait_at_the_chosen_layer(demo_run, demo_server, open_viewer):
@@ -246,11 +435,11 @@ def markup_server(demo_run, tmp_path_factory):
     shutil.copytree(os.path.join(demo_run["dir"], "experiments"), os.path.join(dest, "experiments"))
     exp = os.path.join(dest, EXP)
     for path in scan(exp):
-        if "prompt_0" not in os.path.basename(path):
+        if "prompt_0" not in os.path.basename(path) or not path.endswith(".json"):
             continue
         with open(path, encoding="utf-8") as fh:
             rec = json.load(fh)
-        if "prompt" in rec:  # responses, all-layers and single-layer files
+        if "prompt" in rec:  # responses and single-layer files
             rec["prompt"]["text"] = PAYLOAD
             rec["prompt"]["tokens"][6] = PAYLOAD
             rec["response"]["tokens"][0] = SCRIPT_TOKEN
@@ -259,6 +448,17 @@ def markup_server(demo_run, tmp_path_factory):
             rec["tokens"][6] = PAYLOAD
         with open(path, "w", encoding="utf-8") as fh:
             json.dump(rec, fh)
+    # The logit lens's top-1 prediction at token 6 (every layer) becomes markup as well.
+    path = os.path.join(exp, "inference/shared/prompt_0.safetensors")
+    data_ = read_shared(path)
+    lens_tokens = dict(data_.logit_lens_tokens)
+    for i in data_.logit_lens_ids[6, :, 0]:
+        lens_tokens[int(i)] = SCRIPT_TOKEN
+    meta = {k: v for k, v in data_.metadata.items()
+            if k not in ("format", "n_prompt", "n_response", "n_layers", "sublayers", "traitflow_version", "created",
+                         "attention_encoding", "logit_lens_k", "logit_lens_tokens")}
+    write_shared(path, data_.token_ids, data_.n_prompt, data_.residual_norms, data_.attention_matrix(),
+                 (data_.logit_lens_ids, data_.logit_lens_probs, lens_tokens), meta)
     old = read(demo_run["dir"], "viewer/index.json")
     index = build_index(exp, scan(exp), "demo", old["model"], old["n_layers"],
                         {t["name"]: {"method": t["method"], "vector_layer": t["vector_layer"]} for t in old["traits"]})
@@ -271,7 +471,7 @@ def markup_server(demo_run, tmp_path_factory):
 
 
 def test_markup_in_prompts_and_tokens_is_shown_as_text_and_never_runs(markup_server, open_viewer):
-    page = open_viewer(markup_server, "&token=6")
+    page = open_viewer(markup_server, "&prompt=0&token=6")
     assert page.evaluate("typeof window.__pwned") == "undefined"
     assert page.locator("img").count() == 0
     assert page.locator("script").count() == 1  # app.js only
@@ -283,7 +483,19 @@ def test_markup_in_prompts_and_tokens_is_shown_as_text_and_never_runs(markup_ser
     assert page.locator('#token-strip .token[data-token="6"]').text_content() == show_token(PAYLOAD)
     assert page.locator("#heatmap text.token-label title").nth(6).text_content().endswith(json.dumps(PAYLOAD) + " (prompt)")
     assert page.locator("#attention-title").text_content().startswith("token #6 \u201c" + show_token(PAYLOAD))
+    lens = page.locator('#heatmap text.lens-label[data-token="6"]')
+    assert f"predicts next: {js_string(SCRIPT_TOKEN)} " in lens.locator("title").text_content()
+    assert lens.evaluate("e => e.firstChild.nodeValue") == show_token(SCRIPT_TOKEN)[:9] + "\u2026"
     screenshot(page, "#prompt-view", "markup_as_text.png")
+
+    page.click("#overview-button")  # the overview's prompt labels and hover text are text too
+    page.wait_for_selector("#overview td.ov-cell")
+    head = page.locator('#overview th.prompt-head[data-prompt="0"]')
+    assert (head.get_attribute("title"), head.text_content()) == (PAYLOAD, "#0 " + PAYLOAD)
+    page.hover('#overview td.ov-cell[data-prompt="0"] >> nth=0')
+    assert page.locator("#overview-hover").text_content().endswith("prompt #0: " + PAYLOAD)
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    assert page.locator("img").count() == 0
 
 
 def test_a_missing_index_says_how_to_build_it(tmp_path, open_viewer):

@@ -40,7 +40,7 @@ def _oom_errors():
     errors = tuple(OOM_ERRORS)
     torch = sys.modules.get("torch")
     if torch is not None:
-        oom = getattr(torch, "OutOfMemoryError", None) or getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)
+        oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
         if oom is not None:
             errors += (oom,)
     return errors

@@ -200,14 +200,15 @@ def read_auto_or_value(config):
 def plan_model_settings(config, folder, demo=False):
     """Resolve, in config itself, every `auto` a model job depends on; returns the resolved values.
 
-    resources.gpu (auto: 1 when the planning machine sees a GPU or capture.device
-    names cuda), capture.device (auto: cuda when jobs get a GPU), capture.dtype
+    resources.gpu (auto: 1 when capture.device names cuda, 0 when it is cpu, else
+    1 when the planning machine sees a GPU), capture.device (auto: cuda when jobs get a GPU), capture.dtype
     (auto: bfloat16 on cuda), resources.mem_mb (auto: from the weights in folder)
     and generation.chat_template (auto: whether the tokenizer in folder has one).
     """
     res, cap, gen = config["resources"], config["capture"], config["generation"]
     if res.get("gpu", "auto") == "auto":
-        gpus = 1 if str(cap.get("device", "auto")).startswith("cuda") else plan_gpus("auto")
+        requested = str(cap.get("device", "auto"))
+        gpus = 1 if requested.startswith("cuda") else 0 if requested == "cpu" else plan_gpus("auto")
     else:
         gpus = int(res["gpu"])
     device = plan_device(cap.get("device", "auto"), gpus)

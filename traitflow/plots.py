@@ -1,7 +1,14 @@
 """Report figures: token x layer heatmaps and cross-trait trajectories (matplotlib, Agg).
 
 Figures are built with matplotlib.figure.Figure, never pyplot: no global state,
-no display needed. Records are all-layers captures, loaded from .pt or .json.
+no display needed. Captures are what traitflow.formats.load_capture returns for a
+per-trait all-layers .pt: projections (and cosine) [T, L, 3] over prompt then
+response tokens, tokens, n_prompt, metadata.
+
+Long sequences stay legible: the tokens are cut into stacked panels of at most
+TOKENS_PER_PANEL columns (a few hundred tokens make a few rows, each token wide
+enough for its label), sharing one colour scale; deep models get thinner layer
+rows with every few layers labelled.
 """
 
 import math
@@ -15,19 +22,18 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from . import SUBLAYERS  # noqa: E402
 
-MAX_LABELS = 160  # more tokens than this: label every k-th token so labels stay legible
+TOKENS_PER_PANEL = 125  # columns per panel: 0.14 in (about 10 pt) per token at the widest figure
+MAX_WIDTH = 20.0  # inches
+TOKEN_WIDTH = 0.16  # inches per token below the widest figure
 
 
-def projections(record):
+def projections(capture):
     """[tokens, layers, 3] float array over prompt then response tokens."""
-    n_layers = record["metadata"]["n_layers"]
-    parts = [np.asarray(record["projections"][side], dtype=np.float32).reshape(-1, n_layers, len(SUBLAYERS))
-             for side in ("prompt", "response")]
-    return np.concatenate(parts)
+    return np.asarray(capture["projections"], dtype=np.float32)
 
 
-def tokens(record):
-    return list(record["prompt"]["tokens"]) + list(record["response"]["tokens"])
+def tokens(capture):
+    return list(capture["tokens"])
 
 
 _VISIBLE = {"\n": "\u21b5", "\t": "\u21e5", "\r": "\u240d"}
@@ -39,75 +45,117 @@ def show_token(token):
     return shown or "\u2205"
 
 
-def heatmap_matrix(record, point):
+def heatmap_matrix(capture, point, measure="projections"):
     """[layers, tokens] scores at one sublayer point (what the heatmap draws)."""
-    return projections(record)[:, :, SUBLAYERS.index(point)].T
+    return np.asarray(capture[measure], dtype=np.float32)[:, :, SUBLAYERS.index(point)].T
 
 
-def trajectory(record, layer, point):
+def trajectory(capture, layer, point):
     """[tokens] scores at one layer and point (one line of the cross-trait plot)."""
-    return projections(record)[:, layer, SUBLAYERS.index(point)]
+    return projections(capture)[:, layer, SUBLAYERS.index(point)]
 
 
-def _short(text, width=90):
+def panels(n_tokens, per_panel=TOKENS_PER_PANEL):
+    """[(start, end)] token ranges of the stacked panels: as few as fit, of near-equal width."""
+    n = max(1, math.ceil(n_tokens / per_panel))
+    width = math.ceil(n_tokens / n) if n_tokens else 0
+    return [(a, min(n_tokens, a + width)) for a in range(0, max(n_tokens, 1), max(width, 1))][:n]
+
+
+def _short(text, width=110):
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "\u2026"
 
 
-def _token_axis(ax, labels, n_prompt):
-    step = max(1, math.ceil(len(labels) / MAX_LABELS))
-    ticks = list(range(0, len(labels), step))
+def _token_axis(ax, labels, n_prompt, start, end):
+    """Every token of the panel labelled (panels are narrow enough), the prompt | response divider."""
+    ticks = list(range(start, end))
     # parse_math=False: a token holding '$' must not be read as mathtext.
     ax.set_xticks(ticks, [show_token(labels[t]) for t in ticks], rotation=90, fontsize=7, parse_math=False)
-    if 0 < n_prompt < len(labels):
+    ax.set_xlim(start - 0.5, start - 0.5 + max(end - start, 1))
+    if start < n_prompt < end or (n_prompt == start and start > 0):
         ax.axvline(n_prompt - 0.5, color="black", linewidth=1.2)
 
 
-def _width(n_tokens):
-    return min(2.5 + 0.16 * n_tokens, 36.0)
+def _width(columns):
+    return min(2.5 + TOKEN_WIDTH * columns, MAX_WIDTH)
 
 
-def heatmap_figure(record, point):
-    """Token x layer heatmap of one (trait, prompt), diverging colours centred on zero."""
-    matrix = heatmap_matrix(record, point)
-    labels, n_prompt = tokens(record), record["prompt"]["n_tokens"]
-    meta = record["metadata"]
-    limit = float(np.abs(matrix).max()) or 1.0
-    fig = Figure(figsize=(_width(len(labels)), 1.8 + 0.3 * matrix.shape[0] + 0.6), layout="constrained")
-    ax = fig.add_subplot()
-    image = ax.imshow(matrix, cmap="RdBu_r", vmin=-limit, vmax=limit, origin="lower", aspect="auto",
-                      interpolation="nearest")
-    _token_axis(ax, labels, n_prompt)
-    ax.set_ylabel("layer")
-    ax.set_yticks(range(matrix.shape[0]))
-    ax.set_title(f"{meta['trait']} at {point} ({meta['method']} vector from layer {meta['vector_layer']}); "
-                 f"prompt | response divider at token {n_prompt}\n{_short(record['prompt']['text'])}",
-                 fontsize=9, loc="left", parse_math=False)
-    fig.colorbar(image, ax=ax, label="projection onto trait vector", fraction=0.03, pad=0.01)
+def _layer_ticks(n_layers):
+    step = 1 if n_layers <= 12 else (2 if n_layers <= 24 else 5)
+    ticks = list(range(0, n_layers, step))
+    return ticks if ticks[-1] == n_layers - 1 else ticks + [n_layers - 1]
+
+
+def heatmap_figure(capture, point, text=None, measure="projections"):
+    """Token x layer heatmap of one (trait, prompt), diverging colours centred on zero.
+
+    One panel per TOKENS_PER_PANEL tokens, stacked; layer 0 at the bottom of each.
+    text: the prompt, for the title. measure: "projections" or "cosine".
+    """
+    matrix = heatmap_matrix(capture, point, measure)
+    labels, n_prompt = tokens(capture), int(capture["n_prompt"])
+    meta = capture.get("metadata", {})
+    n_layers, n_tokens = matrix.shape
+    limit = float(np.abs(matrix).max()) if matrix.size else 0.0
+    limit = limit or 1.0
+    ranges = panels(n_tokens)
+    row = 0.3 if n_layers <= 8 else max(0.12, 2.6 / n_layers)
+    panel_height = row * n_layers + 1.0  # + the rotated token labels
+    size = (_width(max(b - a for a, b in ranges)), 0.9 + panel_height * len(ranges))
+    fig = Figure(figsize=size, layout="constrained")
+    axes = fig.subplots(len(ranges), 1, squeeze=False)[:, 0]
+    for ax, (a, b) in zip(axes, ranges):
+        image = ax.imshow(matrix[:, a:b], cmap="RdBu_r", vmin=-limit, vmax=limit, origin="lower", aspect="auto",
+                          interpolation="nearest", extent=(a - 0.5, b - 0.5, -0.5, n_layers - 0.5))
+        _token_axis(ax, labels, n_prompt, a, b)
+        ax.set_yticks(_layer_ticks(n_layers))
+        ax.set_ylabel("layer", fontsize=8)
+        ax.tick_params(axis="y", labelsize=7)
+    what = "cosine with" if measure == "cosine" else "projection onto"
+    title = (f"{meta.get('trait', '')} at {point} ({meta.get('method', '?')} vector from layer "
+             f"{meta.get('vector_layer', '?')}); {n_tokens} tokens, prompt | response divider at token {n_prompt}")
+    if len(ranges) > 1:
+        title += f"; tokens {', '.join(f'{a}-{b - 1}' for a, b in ranges)} in {len(ranges)} rows"
+    if text:
+        title += "\n" + _short(text)
+    axes[0].set_title(title, fontsize=9, loc="left", parse_math=False)
+    fig.colorbar(image, ax=list(axes), label=f"{what} trait vector", fraction=0.03 if len(ranges) == 1 else 0.015,
+                 pad=0.01)
     return fig
 
 
-def cross_trait_figure(records, layer, point):
+def cross_trait_figure(captures, layer, point, text=None):
     """Every trait's score per token at one layer and point, on one shared prompt + response.
 
-    records: {trait: record}; all must hold the same tokens (responses are shared).
+    captures: {trait: capture}; all must hold the same tokens (responses are shared).
+    Long sequences are cut into stacked panels sharing the y axis.
     """
-    first = next(iter(records.values()))
-    labels, n_prompt = tokens(first), first["prompt"]["n_tokens"]
-    for trait, record in records.items():
-        if tokens(record) != labels:
+    first = next(iter(captures.values()))
+    labels, n_prompt = tokens(first), int(first["n_prompt"])
+    for trait, capture in captures.items():
+        if tokens(capture) != labels:
             raise ValueError(f"trait {trait} holds other tokens for this prompt; responses must be shared")
-    fig = Figure(figsize=(_width(len(labels)), 4.2), layout="constrained")
-    ax = fig.add_subplot()
-    for trait, record in records.items():
-        ax.plot(trajectory(record, layer, point), marker=".", linewidth=1.2, label=trait)
-    ax.axhline(0.0, color="grey", linewidth=0.6)
-    _token_axis(ax, labels, n_prompt)
-    ax.set_xlim(-0.5, len(labels) - 0.5)
-    ax.set_ylabel(f"projection at layer {layer}, {point}")
-    ax.set_title(f"All traits at layer {layer}, {point}; prompt | response divider at token {n_prompt}\n"
-                 f"{_short(first['prompt']['text'])}", fontsize=9, loc="left", parse_math=False)
-    ax.legend(fontsize=8, loc="best")
+    ranges = panels(len(labels))
+    lines = {trait: trajectory(capture, layer, point) for trait, capture in captures.items()}
+    values = np.concatenate([v for v in lines.values()]) if lines else np.zeros(1)
+    lo, hi = float(min(0.0, values.min())), float(max(0.0, values.max()))
+    pad = (hi - lo) * 0.05 or 1.0
+    fig = Figure(figsize=(_width(max(b - a for a, b in ranges)), 1.0 + 3.4 * len(ranges)), layout="constrained")
+    axes = fig.subplots(len(ranges), 1, squeeze=False)[:, 0]
+    x = np.arange(len(labels))
+    for ax, (a, b) in zip(axes, ranges):
+        for trait, y in lines.items():
+            ax.plot(x[a:b], y[a:b], marker=".", markersize=3 if b - a > 60 else 5, linewidth=1.1, label=trait)
+        ax.axhline(0.0, color="grey", linewidth=0.6)
+        _token_axis(ax, labels, n_prompt, a, b)
+        ax.set_ylim(lo - pad, hi + pad)
+        ax.set_ylabel(f"projection, layer {layer}", fontsize=8)
+    title = f"All traits at layer {layer}, {point}; prompt | response divider at token {n_prompt}"
+    if text:
+        title += "\n" + _short(text)
+    axes[0].set_title(title, fontsize=9, loc="left", parse_math=False)
+    axes[0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     return fig
 
 

@@ -186,63 +186,103 @@ def _joined(internals, kind, name, device):
     return torch.cat([sides["prompt"][kind][name], sides["response"][kind][name]]).to(device, torch.float32)
 
 
-def block_directions(norm, y, unit):
-    """Per-token directions u[T, d] with norm(y)[t] . unit == y[t] . u[t].
+def block_scale(norm, y):
+    """(scale [T, 1], gain [1, d]) with norm(y)[t] == scale[t] * gain * y[t], or (None, None) for no norm.
 
-    An RMSNorm is a per-token scalar times a fixed elementwise gain, so the trait
-    direction seen through it is (scalar_t * gain) * unit. norm(ones) gives the gain
-    up to a constant and a least-squares fit of norm(y) recovers each token's scalar
-    exactly, whatever the family's weight offset or epsilon. None: no norm.
+    An RMSNorm is a per-token scalar times a fixed elementwise gain. norm(ones) gives
+    the gain up to a constant and a least-squares fit of norm(y) recovers each token's
+    scalar exactly, whatever the family's weight offset or epsilon. Neither depends on
+    the trait: the trait direction seen through the norm is scale[t] * gain * unit.
     """
     if norm is None:
-        return unit.expand_as(y)
-    gain = norm(torch.ones_like(unit)[None]).float()
+        return None, None
+    gain = norm(torch.ones_like(y[:1])).float()
     normed, gy = norm(y).float(), gain * y
     scale = (normed * gy).sum(-1, keepdim=True) / (gy * gy).sum(-1, keepdim=True).clamp_min(torch.finfo(y.dtype).tiny)
-    return scale * gain * unit
+    return scale, gain
+
+
+def block_directions(norm, y, unit):
+    """Per-token directions u[T, d] with norm(y)[t] . unit == y[t] . u[t] (None: no norm)."""
+    scale, gain = block_scale(norm, y)
+    return unit.expand_as(y) if scale is None else scale * gain * unit
 
 
 @torch.no_grad()
-def decompose(block, config, internals, vector, top_k=20):
-    """The trait's decomposition at the internals' layer, over prompt then response tokens.
+def prepare_decomposition(block, config, internals):
+    """Everything in a decomposition that does not depend on the trait, for one (prompt, layer).
 
     block: that decoder layer (layer_block(model, L) of a loaded model, or
     load_layers()'s weights-only block); config: the model's transformers config.
-    The attention and MLP contributions are the blocks' outputs (after Gemma-2's
-    post-norms) projected on the unit vector: residual deltas after_attn - residual_in
-    and residual_out - after_attn. Head h's share uses the post-attention norm's
-    per-token scale of the whole block output, which all heads share, so the heads
-    (plus o_proj's bias, if any) add up to the attention contribution exactly; the
-    same holds for neurons and the MLP contribution.
+    Per block output (attention through o_proj, MLP through down_proj): its input x,
+    its output y = x W^T + b, the weight, and the output norm's per-token scale and
+    gain (block_scale). decompose_prepared() then costs O(tokens x width) per trait.
     """
     arch = architecture_for(config)
     attn, mlp = get_module(block, arch.attn), get_module(block, arch.mlp)
     if getattr(attn, "layer_idx", internals["layer"]) != internals["layer"]:
         raise ValueError(f"block is layer {attn.layer_idx}, the internals are layer {internals['layer']}")
     device = next(block.parameters()).device
-    unit = unit_vectors(vector, device)[0]
-    out = {name: _joined(internals, "residual", r, device) @ unit for name, r in zip(SUBLAYERS, RESIDUAL)}
-
-    parts = {}
+    prepared = {"device": device, "head_dim": attn.head_dim,
+                "residual": {name: _joined(internals, "residual", r, device) for name, r in zip(SUBLAYERS, RESIDUAL)}}
     for name, x, linear, norm_name in (
             ("attn", _joined(internals, "attention", "z", device), get_module(attn, arch.o_proj), arch.attn_out_norm),
             ("mlp", _joined(internals, "mlp", "neurons", device), get_module(mlp, arch.down_proj), arch.mlp_out_norm)):
         weight, bias = linear.weight.float(), None if linear.bias is None else linear.bias.float()
         y = x @ weight.T + (bias if bias is not None else 0)
-        u = block_directions(get_module(block, norm_name) if norm_name else None, y, unit)
-        out[f"{name}_contribution"] = (y * u).sum(-1)
-        parts[name] = x * (u @ weight)  # [T, n_in]: each input unit's share
-        if bias is not None:
-            out[f"{name}_bias_contribution"] = u @ bias
+        scale, gain = block_scale(get_module(block, norm_name) if norm_name else None, y)
+        prepared[name] = {"x": x, "y": y, "weight": weight, "bias": bias, "scale": scale, "gain": gain}
+    return prepared
+
+
+@torch.no_grad()
+def decompose_prepared(prepared, vector, top_k=20):
+    """One trait's decomposition from prepare_decomposition()'s trait-independent part.
+
+    With u[t] = scale[t] * gain * unit the trait direction through the output norm,
+    a block's contribution is y[t] . u[t] and input unit i's share x[t, i] (u[t] W)[i]
+    = x[t, i] scale[t] ((gain * unit) W)[i]: one vector-matrix product per trait.
+    """
+    unit = unit_vectors(vector, prepared["device"])[0]
+    out = {name: h @ unit for name, h in prepared["residual"].items()}
+    parts = {}
+    for name in ("attn", "mlp"):
+        p = prepared[name]
+        direction = unit if p["gain"] is None else (p["gain"] * unit)[0]  # [d]
+        through = direction @ p["weight"]  # [n_in]
+        if p["scale"] is None:
+            out[f"{name}_contribution"] = p["y"] @ direction
+            parts[name] = p["x"] * through  # [T, n_in]: each input unit's share
+        else:
+            out[f"{name}_contribution"] = p["scale"][:, 0] * (p["y"] @ direction)
+            parts[name] = p["x"] * (p["scale"] * through)
+        if p["bias"] is not None:
+            bias = direction @ p["bias"]
+            out[f"{name}_bias_contribution"] = (bias.expand(len(p["y"])) if p["scale"] is None
+                                                else p["scale"][:, 0] * bias)
 
     T = parts["attn"].shape[0]
-    out["head_contributions"] = parts["attn"].view(T, -1, attn.head_dim).sum(-1).T
+    out["head_contributions"] = parts["attn"].view(T, -1, prepared["head_dim"]).sum(-1).T
     neurons = parts["mlp"]
-    order = neurons.abs().mean(0).topk(min(top_k, neurons.shape[1])).indices
-    top = {"indices": order.tolist(), "contributions": neurons[:, order].T,
-           "mean_abs_contribution": neurons.abs().mean(0)[order]}
+    mean_abs = neurons.abs().mean(0)
+    order = mean_abs.topk(min(top_k, neurons.shape[1])).indices
+    top = {"indices": order.tolist(), "contributions": neurons[:, order].T, "mean_abs_contribution": mean_abs[order]}
     cpu = lambda d: {k: v.cpu().contiguous() if isinstance(v, torch.Tensor) else v for k, v in d.items()}
     return cpu(out), cpu(top)
+
+
+def decompose(block, config, internals, vector, top_k=20):
+    """The trait's decomposition at the internals' layer, over prompt then response tokens.
+
+    The attention and MLP contributions are the blocks' outputs (after Gemma-2's
+    post-norms) projected on the unit vector: residual deltas after_attn - residual_in
+    and residual_out - after_attn. Head h's share uses the post-attention norm's
+    per-token scale of the whole block output, which all heads share, so the heads
+    (plus o_proj's bias, if any) add up to the attention contribution exactly; the
+    same holds for neurons and the MLP contribution. For several traits, call
+    prepare_decomposition() once and decompose_prepared() per trait.
+    """
+    return decompose_prepared(prepare_decomposition(block, config, internals), vector, top_k)
 
 
 # --- one layer's weights, without loading the model ---------------------------------------------
@@ -312,9 +352,9 @@ def load_layers(model_path, layers, dtype="float32"):
     """(config, {layer: decoder block}) with only those layers' tensors read from the checkpoint.
 
     The model's skeleton is built on the meta device from its config (no memory, no
-    weights), the chosen decoder layers are materialised on the CPU and filled from
-    the safetensors (or .bin) tensors under their key prefix, read one by one: a
-    sharded checkpoint opens only the files that hold them. dtype: a traitflow dtype
+    weights); the chosen decoder layers take the safetensors (or .bin) tensors under
+    their key prefix as parameters, read one by one on the CPU: a sharded checkpoint
+    opens only the files that hold them, and nothing else is read. dtype: a traitflow dtype
     name or torch dtype (the internals' dtype makes the weights round like the pass).
     """
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -341,24 +381,28 @@ def load_layers(model_path, layers, dtype="float32"):
     blocks, wanted = {}, {}
     for layer in layers:
         prefix = _layer_prefix(files, arch.layers, layer, folder)
-        block = decoder[layer].to_empty(device="cpu")
+        block = decoder[layer].to(dtype)  # still on meta: nothing allocated
         names = set(block.state_dict())
         for key in files:
             if key.startswith(prefix) and key[len(prefix):] in names:  # skips stale extras (old rotary inv_freq)
                 wanted.setdefault(files[key], []).append((layer, key, key[len(prefix):]))
         blocks[layer] = (block, {})
-    for path, entries in wanted.items():
+    for path, entries in wanted.items():  # each file that holds some of them, opened once
         _, read = _open_checkpoint(path)
         for layer, key, name in entries:
-            blocks[layer][1][name] = read(key)
+            blocks[layer][1][name] = read(key).to(dtype)
     out = {}
     for layer, (block, state) in blocks.items():
         missing = sorted(set(block.state_dict()) - set(state))
         if missing:
             raise TraitflowError(folder, f"the checkpoint lacks {len(missing)} tensor(s) of layer {layer} "
                                  f"(e.g. {missing[0]})", "point model at a complete save_pretrained folder")
-        block.load_state_dict(state, strict=True)
-        out[layer] = block.to(dtype).eval()
+        block.load_state_dict(state, strict=True, assign=True)  # the tensors read become the parameters
+        meta = [n for n, t in [*block.named_parameters(), *block.named_buffers()] if t.is_meta]
+        if meta:  # a buffer the checkpoint does not hold (none in the supported families)
+            raise TraitflowError(folder, f"layer {layer} has tensors that are not saved in checkpoints ({meta[0]})",
+                                 "decompose with the loaded model (layer_block) for this architecture")
+        out[layer] = block.eval()
     del skeleton
     return config, out
 

@@ -17,26 +17,35 @@ from types import SimpleNamespace
 from .arch import architecture_for
 from .errors import TraitflowError
 from .prompts import check_prompts, read_lines, read_prompts
-from .vectors import (EXTRACTED_METHODS, check_vector_model, choose_vector, list_vectors, vector_filename,
+from .vectors import (EXTRACTED_METHODS, METHODS, check_vector_model, choose_vector, list_vectors, vector_filename,
                       vector_problems)
 
 DEMO_MODEL = "traitflow-demo"
 DEMO_MODEL_DIR = "resources/models/traitflow-demo"
-# Trait names become folder names and a Snakemake wildcard value: no '/', '.', spaces or braces.
-TRAIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+# Trait names become folder names and a Snakemake wildcard value: no '.', spaces or braces; one '/'
+# at most, between a category and the trait (experiments/{exp}/{category}/{trait}/extraction/).
+_PART = r"[A-Za-z0-9][A-Za-z0-9_-]*"
+TRAIT_NAME = re.compile(rf"^{_PART}(?:/{_PART})?$")
 # Folders of an experiment that hold shared outputs, never traits.
 NOT_TRAITS = {"inference", "viewer", "tables", "report"}
 EXAMPLE_FILES = ("positive.txt", "negative.txt")
+# Fewer examples per side than this get a warning: the vector is then mostly noise, and a
+# probe separates its training examples perfectly whatever they say (train accuracy 1.0).
+FEW_EXAMPLES = 10
 
 
 @dataclass
 class TraitPlan:
-    name: str
+    name: str  # TRAIT, or CATEGORY/TRAIT for a trait one folder down
     extract: bool = False  # vectors come from our extraction rule
     method: str | None = None
     layer: int | None = None
     vector_path: str | None = None
     error: str | None = None  # why this trait cannot run (it is then left out)
+
+    @property
+    def category(self):
+        return self.name.split("/")[0] if "/" in self.name else None
 
 
 @dataclass
@@ -316,32 +325,101 @@ def check_prompt_lengths(prompts, where, tokenizer_dir, context, max_new_tokens)
 
 
 def discover_traits(exp_dir):
+    """(trait names, near misses): a trait is a folder holding extraction/, directly under the
+    experiment (TRAIT) or one folder down (CATEGORY/TRAIT). A near miss is a folder that looks
+    like a trait but is not one: (path, problem, fix), reported as warnings."""
     if not os.path.isdir(exp_dir):
-        raise TraitflowError(exp_dir, "experiment folder not found", "create it, or set experiment to one that exists")
-    return sorted(d for d in os.listdir(exp_dir)
-                  if d not in NOT_TRAITS and os.path.isdir(os.path.join(exp_dir, d, "extraction")))
+        raise experiment_not_found(exp_dir)
+    traits, near = [], []
+    for d in sorted(os.listdir(exp_dir)):
+        path = os.path.join(exp_dir, d)
+        if d in NOT_TRAITS or d.startswith(".") or not os.path.isdir(path):
+            continue
+        if os.path.isdir(os.path.join(path, "extraction")):
+            traits.append(d)
+            continue
+        below = [s for s in sorted(os.listdir(path)) if os.path.isdir(os.path.join(path, s, "extraction"))]
+        traits += [f"{d}/{s}" for s in below]
+        for folder in [path] if not below else [os.path.join(path, s) for s in sorted(os.listdir(path))
+                                                   if s not in below]:
+            miss = _near_miss(folder)
+            if miss:
+                near.append((folder, *miss))
+    return traits, near
+
+
+def _near_miss(folder):
+    """(problem, fix) when a folder looks like a trait that lacks its extraction/ folder, else None."""
+    if not os.path.isdir(folder):
+        return None
+    entries = os.listdir(folder)
+    loose = [f for f in (*EXAMPLE_FILES, "vectors") if f in entries]
+    if loose:
+        return (f"not a trait: {', '.join(loose)} must sit in {os.path.basename(folder)}/extraction/, not directly "
+                "in the trait folder", f"move {' and '.join(loose)} into {folder}/extraction/")
+    close = [e for e in entries if os.path.isdir(os.path.join(folder, e))
+             and difflib.get_close_matches(e, ["extraction"], n=1, cutoff=0.75)]
+    if close:
+        return (f"not a trait: it has {close[0]}/, not extraction/", f"rename {folder}/{close[0]} to extraction")
+    return None
+
+
+def experiment_not_found(exp_dir):
+    root = os.path.dirname(exp_dir) or "."
+    existing = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))) if os.path.isdir(root) else []
+    close = difflib.get_close_matches(os.path.basename(exp_dir), existing, n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return TraitflowError(f"config experiment '{os.path.basename(exp_dir)}'", f"{exp_dir} not found",
+                          f"{hint}experiments that exist: {', '.join(existing) or 'none'} "
+                          f"(or create {exp_dir}/ with inference_prompts.txt and one folder per trait)")
+
+
+def resolve_trait_names(requested, discovered, exp_dir):
+    """config traits -> plan names: a bare TRAIT also finds CATEGORY/TRAIT; ambiguity is an error."""
+    names = []
+    for name in dict.fromkeys(requested):
+        nested = [d for d in discovered if "/" in d and d.split("/", 1)[1] == name]
+        matches = ([name] if name in discovered else []) + nested
+        if len(matches) > 1:
+            raise TraitflowError(f"config traits: '{name}'", f"ambiguous: {' and '.join(matches)} both exist",
+                                 "name the one you mean as CATEGORY/TRAIT")
+        names.append(matches[0] if matches else name)
+    return names
 
 
 def trait_name_problem(name):
     if not TRAIT_NAME.match(name):
         return (f"trait name '{name}' would break file paths or wildcards; fix: rename it with letters, digits, "
                 "'_' and '-' only, starting with a letter or digit")
-    if name in NOT_TRAITS:
+    if any(part in NOT_TRAITS for part in name.split("/")):
         return f"trait name '{name}' is reserved for shared outputs; fix: rename the trait"
     return None
 
 
-def _examples_problem(extraction):
-    """Why the extraction examples cannot be used, or None (read here: small files, UTF-8 checked)."""
+def _examples_problem(extraction, name):
+    """Why the extraction examples cannot be used, or None (read here: small files, UTF-8 checked).
+
+    Too few to trust (but enough to run) is a warning on stderr.
+    """
+    counts = {}
     for f in EXAMPLE_FILES:
         path = os.path.join(extraction, f)
         try:
-            n = sum(1 for line in read_lines(path, "examples file") if line.strip())
+            counts[f] = n = sum(1 for line in read_lines(path, "examples file") if line.strip())
         except TraitflowError as err:
             return str(err)
         if n < 2:
-            return f"{path}: {n} examples, need at least 2; fix: add one example per line"
+            return f"{path}: {plural(n, 'example')}, need at least 2; fix: add one example per line"
+    if min(counts.values()) < FEW_EXAMPLES:
+        have = " and ".join(plural(n, f"{f.removesuffix('.txt')} example") for f, n in counts.items())
+        print(f"traitflow [plan] warning: trait '{name}': {extraction}: only {have}: the vector will be mostly "
+              f"noise and a probe's train accuracy says nothing; fix: add examples (at least {FEW_EXAMPLES} per "
+              "side, tens are better)", file=sys.stderr)
     return None
+
+
+def plural(n, word):
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def plan_trait(exp_dir, name, vector_cfg, n_layers, model=None):
@@ -357,11 +435,16 @@ def plan_trait(exp_dir, name, vector_cfg, n_layers, model=None):
         trait.error = (f"{os.path.join(exp_dir, name)}: trait folder not found; "
                        "fix: create it or remove the trait from traits")
         return trait
+    if not os.path.isdir(extraction):
+        miss = _near_miss(os.path.join(exp_dir, name))
+        problem, fix = miss or ("not a trait: no extraction/ folder", f"create {extraction}/")
+        trait.error = f"{os.path.join(exp_dir, name)}: {problem}; fix: {fix}"
+        return trait
     present = [f for f in EXAMPLE_FILES if os.path.exists(os.path.join(extraction, f))]
     trait.extract = len(present) == 2
     available = list_vectors(vectors_dir)
     if trait.extract and (method == "auto" or method in EXTRACTED_METHODS):
-        trait.error = _examples_problem(extraction)
+        trait.error = _examples_problem(extraction, name)
         trait.method = "probe" if method == "auto" else method
         trait.vector_path = os.path.join(vectors_dir, vector_filename(trait.method, trait.layer))
         return trait
@@ -374,6 +457,12 @@ def plan_trait(exp_dir, name, vector_cfg, n_layers, model=None):
             trait.error = (f"{vectors_dir}: no vector for method={method} layer={trait.layer}; extraction computes "
                            f"{' and '.join(EXTRACTED_METHODS)} only; fix: set vector.method to one of those, "
                            f"or add vectors/{vector_filename(method, trait.layer)}")
+        elif _misnamed_vectors(vectors_dir):
+            found = _misnamed_vectors(vectors_dir)
+            trait.error = (f"{vectors_dir}: {', '.join(found[:3])} {'is' if len(found) == 1 else 'are'} not named "
+                           f"{{method}}_layer{{L}}.pt; fix: rename {'it' if len(found) == 1 else 'them'}, e.g. "
+                           f"{vector_filename('probe' if method == 'auto' else method, trait.layer)} (methods: "
+                           f"{', '.join(METHODS)}; .safetensors works too)")
         else:
             trait.error = (f"{extraction}: no vectors and no extraction examples; fix: add positive.txt and "
                            "negative.txt (one example per line) or vectors/{method}_layer{L}.pt (or .safetensors)")
@@ -387,12 +476,21 @@ def plan_trait(exp_dir, name, vector_cfg, n_layers, model=None):
     return trait
 
 
+def _misnamed_vectors(vectors_dir):
+    """Vector-like files whose names the method/layer pattern does not match."""
+    if not os.path.isdir(vectors_dir):
+        return []
+    return sorted(f for f in os.listdir(vectors_dir) if f.endswith((".pt", ".safetensors")))
+
+
 # ---- the plan ----------------------------------------------------------------------------------
 
 
 def make_plan(config):
     exp = config["experiment"]
     exp_dir = os.path.join("experiments", exp)
+    if not os.path.isdir(exp_dir):
+        raise experiment_not_found(exp_dir)
     model_cfg = model_config(config)
     n_layers = int(model_cfg["num_hidden_layers"])
     prompts = load_prompt_list(config, exp_dir)
@@ -404,16 +502,25 @@ def make_plan(config):
     if layer is not None and layer >= n_layers:
         raise TraitflowError("config vector.layer", f"layer {layer} does not exist (the model has layers "
                              f"0-{n_layers - 1})", "pick one of those, or null for the middle layer")
-    names = discover_traits(exp_dir) if config["traits"] == "all" else list(dict.fromkeys(config["traits"]))
+    discovered, near_misses = discover_traits(exp_dir)
+    for folder, problem, fix in near_misses:
+        print(f"traitflow [plan] warning: {folder}: {problem}; fix: {fix}", file=sys.stderr)
+    names = discovered if config["traits"] == "all" else resolve_trait_names(config["traits"], discovered, exp_dir)
     if not names:
-        raise TraitflowError(exp_dir, "no traits found (a trait is a folder holding extraction/)",
-                             f"add {exp_dir}/TRAIT/extraction/ with positive.txt and negative.txt, or vectors/")
+        raise TraitflowError(exp_dir, "no traits found (a trait is a folder holding extraction/, directly or in a "
+                             "category folder)", f"add {exp_dir}/TRAIT/extraction/ with positive.txt and negative.txt, "
+                             "or vectors/")
     plan = Plan(experiment=exp, exp_dir=exp_dir, model=config["model"], model_path=model_path(config),
                 model_files=_model_files(config), n_layers=n_layers, prompts=prompts,
                 shards=shard(list(range(len(prompts))), config["capture"]["prompts_per_job"]),
                 hidden_size=int(model_cfg["hidden_size"]), context=int(context) if context else None)
     for name in names:
         plan.traits[name] = plan_trait(exp_dir, name, config["vector"], n_layers, config["model"])
+        if name not in discovered and not trait_name_problem(name) and not os.path.isdir(os.path.join(exp_dir, name)):
+            close = difflib.get_close_matches(name, discovered + [d.split("/")[-1] for d in discovered], n=1)
+            plan.traits[name].error = (f"config traits: no trait '{name}' in {exp_dir}; fix: "
+                                       + (f"did you mean '{close[0]}'? " if close else "")
+                                       + f"traits found: {', '.join(discovered) or 'none'}")
     runnable = [t for t in plan.traits.values() if t.error is None]
     bad = vector_problems([t.vector_path for t in runnable], plan.hidden_size)
     for t in runnable:
@@ -423,7 +530,7 @@ def make_plan(config):
             f"trait '{t.name}': {t.error}" for t in plan.traits.values()))
     for t in plan.traits.values():
         if t.error:
-            print(f"traitflow [plan] error: trait '{t.name}' left out: {t.error}", file=sys.stderr)
+            print(f"traitflow [plan] warning: trait '{t.name}' left out: {t.error}", file=sys.stderr)
     return plan
 
 

@@ -173,7 +173,9 @@ function attentionColour(v) {
 }
 
 function maxAbs(rows) {
-  return rows.reduce((m, row) => row.values.reduce((mm, v) => (Number.isFinite(v) ? Math.max(mm, Math.abs(v)) : mm), m), 0);
+  let m = 0;
+  for (const row of rows) for (const v of row.values) if (Number.isFinite(v)) m = Math.max(m, Math.abs(v));
+  return m;
 }
 
 // ---------- data: JSON, byte ranges, the shared safetensors file ----------
@@ -255,10 +257,16 @@ function openShared(relpath) {
     const header = JSON.parse(new TextDecoder().decode(bytes));
     const meta = Object.fromEntries(Object.entries(header.__metadata__ || {}).map(([k, v]) => [k, parseMeta(v)]));
     delete header.__metadata__;
-    const shared = { url, relpath, dataStart: 8 + n, tensors: header, meta,
+    // The first bytes read stay with the header: a small file's tensors need no more requests.
+    const shared = { url, relpath, dataStart: 8 + n, tensors: header, meta, head: buf,
       nPrompt: Number(meta.n_prompt), nLayers: Number(meta.n_layers), lensTokens: meta.logit_lens_tokens || null };
-    return { value: shared, bytes: n };
+    return { value: shared, bytes: n + buf.byteLength };
   });
+}
+
+function readShared(shared, start, end) {
+  if (end <= shared.head.byteLength) return Promise.resolve(shared.head.slice(start, end));
+  return readRange(shared.url, start, end);
 }
 
 function tensor(shared, name) {
@@ -268,7 +276,7 @@ function tensor(shared, name) {
     const Type = DTYPES[info.dtype];
     if (!Type) throw new Error(`${shared.relpath}: ${name} has dtype ${info.dtype}, which the viewer does not read`);
     const [a, b] = info.data_offsets;
-    const buf = await readRange(shared.url, shared.dataStart + a, shared.dataStart + b);
+    const buf = await readShared(shared, shared.dataStart + a, shared.dataStart + b);
     return { value: { data: new Type(buf), shape: info.shape }, bytes: buf.byteLength };
   });
 }
@@ -282,7 +290,7 @@ function attentionRows(shared, t) {
     const Type = DTYPES[info.dtype];
     const L = shared.nLayers;
     const start = shared.dataStart + info.data_offsets[0] + ((L * t * (t + 1)) / 2) * Type.BYTES_PER_ELEMENT;
-    const buf = await readRange(shared.url, start, start + L * (t + 1) * Type.BYTES_PER_ELEMENT);
+    const buf = await readShared(shared, start, start + L * (t + 1) * Type.BYTES_PER_ELEMENT);
     const codes = new Type(buf);
     const scale = info.dtype === "U16" ? 65535 : 1; // uint16 fixed point: weight = value / 65535
     const rows = [];
@@ -327,7 +335,9 @@ async function promptBase(i) {
       const [norms, ids, probs] = await Promise.all(["residual_norms", "logit_lens_ids", "logit_lens_probs"]
         .map((name) => tensor(shared, name)));
       base.norms = norms;
-      if (ids && probs && shared.lensTokens) base.lens = { ids: ids.data, probs: probs.data, k: ids.shape[2], L: ids.shape[1], tokens: shared.lensTokens };
+      if (ids && probs && shared.lensTokens) {
+        base.lens = { ids: ids.data, probs: probs.data, L: ids.shape[1], k: ids.shape[2], tokens: shared.lensTokens };
+      }
     } catch (error) {
       base.shared = { error };
     }
@@ -366,7 +376,9 @@ function lensTop(lens, t, l) {
 
 function lensText(lens, t, l) {
   const top = lensTop(lens, t, l);
-  return top.length ? `layer ${l} predicts next: ` + top.map((p) => `${JSON.stringify(p.token)} ${(100 * p.prob).toFixed(1)}%`).join(", ") : "";
+  if (!top.length) return "";
+  const each = top.map((p) => `${JSON.stringify(p.token)} ${(100 * p.prob).toFixed(1)}%`);
+  return `layer ${l} predicts next: ` + each.join(", ");
 }
 
 // ---------- the token window: what token-aligned views show ----------
@@ -435,7 +447,8 @@ function tokenAxis(svg, columns, nPrompt, plotHeight, selected, win, matches) {
   });
   const c = columns.findIndex((col) => col.index === selected);
   if (c >= 0) {
-    svg.appendChild(svgEl("rect", { x: LEFT + c * cw, y: TOP - 2, width: cw, height: plotHeight + 4, class: "selection" }));
+    svg.appendChild(svgEl("rect", { x: LEFT + c * cw, y: TOP - 2, width: cw, height: plotHeight + 4,
+      class: "selection" }));
   }
 }
 
@@ -605,16 +618,24 @@ function drawStrip(canvas, { T, nRows, value, rgb, win, selected, nPrompt, match
   ctx.drawImage(off, 0, 0, x(keys), STRIP_HEIGHT);
   ctx.fillStyle = "#ff8c00";
   for (const t of matches) ctx.fillRect(x(t), 0, Math.max(1.5, width / T), 4);
-  if (nPrompt > 0 && nPrompt < T) {
-    ctx.fillStyle = "#000";
-    ctx.fillRect(x(nPrompt) - 1, 0, 2, STRIP_HEIGHT);
+  if (nPrompt > 0 && nPrompt < T) { // prompt | response: dashed
+    ctx.strokeStyle = "#333";
+    ctx.lineWidth = 1;
+    ctx.setLineDash([3, 3]);
+    ctx.beginPath();
+    ctx.moveTo(x(nPrompt), 0);
+    ctx.lineTo(x(nPrompt), STRIP_HEIGHT);
+    ctx.stroke();
+    ctx.setLineDash([]);
   }
-  ctx.strokeStyle = "#000";
+  ctx.strokeStyle = "#000"; // the window drawn below
   ctx.lineWidth = 2;
   ctx.strokeRect(x(win.start) + 1, 1, Math.max(3, x(win.end) - x(win.start) - 2), STRIP_HEIGHT - 2);
-  if (selected !== null) {
+  if (selected !== null) { // the selected token: a notch above and below
     ctx.fillStyle = "#000";
-    ctx.fillRect(x(selected), 0, Math.max(1, width / T), STRIP_HEIGHT);
+    const w = Math.max(3, width / T);
+    ctx.fillRect(x(selected + 0.5) - w / 2, 0, w, 7);
+    ctx.fillRect(x(selected + 0.5) - w / 2, STRIP_HEIGHT - 7, w, 7);
   }
   canvas.dataset.tokens = T;
   canvas.dataset.start = win.start;
@@ -637,7 +658,11 @@ function stripInteractions(canvas) {
       pending = null;
     });
   };
-  canvas.addEventListener("pointerdown", (event) => { dragging = true; canvas.setPointerCapture(event.pointerId); go(event); });
+  canvas.addEventListener("pointerdown", (event) => {
+    dragging = true;
+    canvas.setPointerCapture(event.pointerId);
+    go(event);
+  });
   canvas.addEventListener("pointermove", (event) => { if (dragging) go(event); });
   canvas.addEventListener("pointerup", () => { dragging = false; });
 }
@@ -710,7 +735,8 @@ function renderTokenStrip(base, matches) {
   const chosen = strip.querySelector(".token.selected");
   if (chosen && strip.scrollHeight > strip.clientHeight) { // keep the selection in the strip's own scroll box
     const top = chosen.offsetTop - strip.offsetTop;
-    if (top < strip.scrollTop || top > strip.scrollTop + strip.clientHeight - 20) strip.scrollTop = top - strip.clientHeight / 2;
+    const outside = top < strip.scrollTop || top > strip.scrollTop + strip.clientHeight - 20;
+    if (outside) strip.scrollTop = top - strip.clientHeight / 2;
   }
   const count = $("search-count");
   if (!state.search) count.textContent = "";
@@ -727,7 +753,8 @@ function renderWindowControls(win) {
   const current = state.zoom === null ? (T <= FIT_ALL ? "all" : DEFAULT_WINDOW) : state.zoom;
   const options = ZOOMS.filter((z) => z < T).map((z) => [z, `${z} tokens`]).concat([["all", `all ${T} tokens`]]);
   fillSelect(zoom, options, options.some(([v]) => String(v) === String(current)) ? current : "all");
-  $("window-info").textContent = win.end - win.start < T ? `tokens ${win.start}\u2013${win.end - 1} of ${T}` : `${T} tokens`;
+  const part = win.end - win.start < T;
+  $("window-info").textContent = part ? `tokens ${win.start}\u2013${win.end - 1} of ${T}` : `${T} tokens`;
   $("window-prev").disabled = win.start <= 0;
   $("window-next").disabled = win.end >= T;
   document.body.dataset.windowed = win.end - win.start < T ? "yes" : "no";
@@ -756,8 +783,9 @@ function renderHeatmap(base, cap, win, matches) {
     height: LENS_LABELS,
     draw: (svg, y0) => {
       const l = state.layer;
-      svg.appendChild(titled(svgEl("text", { x: LEFT - 6, y: y0 + 12, "text-anchor": "end", class: "row-label lens-row" },
-        `L${l} next:`), `The top-1 next-token prediction of layer ${l}'s residual stream (logit lens)`));
+      const head = svgEl("text", { x: LEFT - 6, y: y0 + 12, "text-anchor": "end", class: "row-label lens-row" },
+        `L${l} next:`);
+      svg.appendChild(titled(head, `The top-1 next-token prediction of layer ${l}'s residual stream (logit lens)`));
       for (let t = win.start; t < win.end; t++) {
         if (t % win.every !== 0 && t !== state.token) continue;
         const [top] = lensTop(lens, t, l);
@@ -773,8 +801,8 @@ function renderHeatmap(base, cap, win, matches) {
   const svg = drawMatrix(view, {
     rows, columns: windowColumns(tokens, win), nPrompt, colour: (v) => diverging(v, limit), selected: state.token,
     onSelect: (t, r) => select(t, rows[r] ? rows[r].layer : undefined), win, matches, band,
-    describe: (row, col, v) => `${row.label}, token #${col.index} ${JSON.stringify(col.token)}: ${measureName()} ${fmt(v)}`
-      + (lens ? `\n${lensText(lens, col.index, row.layer)}` : ""),
+    describe: (row, col, v) => `${row.label}, token #${col.index} ${JSON.stringify(col.token)}: `
+      + `${measureName()} ${fmt(v)}` + (lens ? `\n${lensText(lens, col.index, row.layer)}` : ""),
   });
   svg.addEventListener("mouseover", (event) => {
     const cell = event.target.closest(".cell");
@@ -783,7 +811,8 @@ function renderHeatmap(base, cap, win, matches) {
     const l = Number(cell.dataset.layer);
     const proj = cap.proj[(t * cap.L + l) * cap.P + p];
     const norm = base.norms ? base.norms.data[(t * cap.L + l) * cap.P + p] : NaN;
-    $("heatmap-hover").textContent = `layer ${l}, token #${t} \u201c${showToken(tokens[t])}\u201d: projection ${fmt(proj)}`
+    $("heatmap-hover").textContent = `layer ${l}, token #${t} \u201c${showToken(tokens[t])}\u201d: `
+      + `projection ${fmt(proj)}`
       + (Number.isFinite(norm) ? `, norm ${fmt(norm)}, cosine ${fmt(norm > 0 ? proj / norm : 0)}` : "")
       + (lens ? ` \u2014 ${lensText(lens, t, l)}` : "");
   });
@@ -812,19 +841,23 @@ function renderAttention(base, rows, win) {
   const L = rows.length;
   const end = Math.min(win.end, t + 1);
   const matrixRows = [];
-  for (let l = L - 1; l >= 0; l--) matrixRows.push({ label: `layer ${l}`, layer: l, values: rows[l].slice(win.start, end) });
+  for (let l = L - 1; l >= 0; l--) {
+    matrixRows.push({ label: `layer ${l}`, layer: l, values: rows[l].slice(win.start, end) });
+  }
   const keyWin = { ...win, end };
   drawMatrix(view, {
-    rows: matrixRows, columns: windowColumns(tokens, keyWin), nPrompt, colour: attentionColour, selected: t, win: keyWin,
+    rows: matrixRows, columns: windowColumns(tokens, keyWin), nPrompt, colour: attentionColour, selected: t,
+    win: keyWin,
     onSelect: (k) => select(k),
     describe: (row, col, v) => `${row.label}: token #${t} attends to #${col.index} ${JSON.stringify(col.token)} `
       + `with weight ${fmt(v)}`,
   });
-  drawStrip($("attention-strip"), { T: win.T, keys: t + 1, nRows: L, value: (r, k) => rows[L - 1 - r][k], rgb: attentionRGB,
-    win, selected: t, nPrompt });
+  drawStrip($("attention-strip"), { T: win.T, keys: t + 1, nRows: L, value: (r, k) => rows[L - 1 - r][k],
+    rgb: attentionRGB, win, selected: t, nPrompt });
   view.dataset.token = t;
   $("attention-title").textContent = `token #${t} \u201c${showToken(tokens[t])}\u201d (${segment(t, nPrompt)}), `
-    + `${t + 1} context tokens` + (win.start > 0 || end < t + 1 ? `; keys ${win.start}\u2013${end - 1} shown, every key in the strip` : "");
+    + `${t + 1} context tokens`
+    + (win.start > 0 || end < t + 1 ? `; keys ${win.start}\u2013${end - 1} shown, every key in the strip` : "");
 }
 
 function renderTrajectories(base, caps, dyns, win, matches) {
@@ -833,7 +866,9 @@ function renderTrajectories(base, caps, dyns, win, matches) {
   const present = traits.filter((_, k) => caps[k] && !caps[k].error);
   const view = $("trajectories");
   if (!present.length) return note(view, "No all-layers JSON for this prompt.");
-  if (state.measure === "cosine" && !base.norms) return note(view, "No residual norms for this prompt: cosine needs them.");
+  if (state.measure === "cosine" && !base.norms) {
+    return note(view, "No residual norms for this prompt: cosine needs them.");
+  }
   const series = present.map((name) => {
     const cap = caps[traits.indexOf(name)];
     const score = scoreFn(cap, base.norms);
@@ -850,7 +885,8 @@ function renderTrajectories(base, caps, dyns, win, matches) {
       return method ? markers(g, series[k].values, dyn.dynamics[method], series[k].colour, `${name} (${method})`) : [];
     })),
   });
-  Object.assign(view.dataset, { layer: state.layer, point: state.point, traits: present.length, measure: state.measure });
+  Object.assign(view.dataset, { layer: state.layer, point: state.point, traits: present.length,
+    measure: state.measure });
   const missing = traits.filter((name) => !present.includes(name));
   $("trajectory-title").textContent = `prompt ${state.prompt}, layer ${state.layer}, ${state.point}, ${measureName()}`
     + (missing.length ? ` (no capture for: ${missing.join(", ")})` : "");
@@ -883,7 +919,8 @@ function renderDynamics(dyn, win, matches) {
   const tok = (i) => `#${i} \u201c${showToken(dyn.tokens[i])}\u201d`;
   const lines = [
     d.peak ? `Peak: ${fmt(d.peak.score)} at token ${tok(d.peak.index)}` : "Peak: none",
-    d.commitment_point ? `Commitment point: token ${tok(d.commitment_point.index)}` : "Commitment point: none (never settles)",
+    d.commitment_point ? `Commitment point: token ${tok(d.commitment_point.index)}`
+      : "Commitment point: none (never settles)",
     `Persistence: ${d.persistence.count} tokens after the peak beyond ${fmt(d.persistence.threshold)} `
       + `(longest run ${d.persistence.longest_run})`,
     `Peak velocity: ${fmt(d.peak_velocity)}; mean |velocity|: ${fmt(d.mean_abs_velocity)}`,
@@ -895,7 +932,8 @@ function renderDynamics(dyn, win, matches) {
 
 function renderDeepDive(rec, layers, base, win, matches) {
   const parts = ["decomposition", "heads", "neurons"].map($);
-  $("deepdive-title").textContent = rec && !rec.error ? `${state.trait}, prompt ${state.prompt}, layer ${rec.layer}` : "";
+  $("deepdive-title").textContent = rec && !rec.error
+    ? `${state.trait}, prompt ${state.prompt}, layer ${rec.layer}` : "";
   if (!rec || rec.error) {
     const text = rec ? `Could not load: ${rec.error.message}` : (layers.length
       ? "Pick a layer." : "No single-layer capture for this trait and prompt (the single-layer rule writes them).");
@@ -936,7 +974,8 @@ function renderDeepDive(rec, layers, base, win, matches) {
 // ---------- the overview: traits x prompts, one number per cell ----------
 
 function overviewValue(ov, a, b, layer, p) {
-  const v = ov.values[state.measure][state.stat][((a * ov.prompts.length + b) * ov.n_layers + layer) * ov.sublayers.length + p];
+  const i = ((a * ov.prompts.length + b) * ov.n_layers + layer) * ov.sublayers.length + p;
+  const v = ov.values[state.measure][state.stat][i];
   return v === null || v === undefined ? NaN : v;
 }
 
@@ -955,7 +994,9 @@ function renderOverview(ov) {
     order.sort((x, y) => {
       const vx = values[sortBy][x];
       const vy = values[sortBy][y];
-      if (!Number.isFinite(vx) || !Number.isFinite(vy)) return Number.isFinite(vx) ? -1 : (Number.isFinite(vy) ? 1 : x - y);
+      if (!Number.isFinite(vx) || !Number.isFinite(vy)) { // cells without a value go last
+        return Number.isFinite(vx) ? -1 : (Number.isFinite(vy) ? 1 : x - y);
+      }
       return state.sortDir * (vx - vy) || x - y;
     });
   } else if (state.sort === "prompt" && state.sortDir < 0) {
@@ -982,7 +1023,8 @@ function renderOverview(ov) {
     traitNames.forEach((name, a) => {
       const v = values[a][b];
       const td = el("td", { class: "ov-cell", "data-trait": name, "data-prompt": index, "data-value": v,
-        title: `${name} on prompt #${index}: ${state.stat} ${measureName()} at layer ${layer}, ${state.point} = ${fmt3(v)}\n\n${text}` },
+        title: `${name} on prompt #${index}: ${state.stat} ${measureName()} at layer ${layer}, ${state.point} `
+          + `= ${fmt3(v)}\n\n${text}` },
       fmt3(v));
       td.style.backgroundColor = diverging(v, limit); // CSSOM: allowed under style-src 'self'
       if (Number.isFinite(v) && limit > 0 && Math.abs(v) / limit > 0.6) td.classList.add("dark");
@@ -1006,7 +1048,8 @@ function renderOverview(ov) {
     const cell = event.target.closest("[data-prompt]");
     if (!cell) return;
     const index = Number(cell.dataset.prompt);
-    $("overview-hover").textContent = (cell.dataset.trait ? `${cell.dataset.trait}: ${fmt3(Number(cell.dataset.value))} \u2014 ` : "")
+    const trait = cell.dataset.trait;
+    $("overview-hover").textContent = (trait ? `${trait}: ${fmt3(Number(cell.dataset.value))} \u2014 ` : "")
       + `prompt #${index}: ${texts.get(index) ?? ""}`;
   });
   view.replaceChildren(table);
@@ -1112,8 +1155,9 @@ function setupControls() {
   on("deepdive-layer-select", (v) => { state.deepLayer = Number(v); });
   on("zoom-select", (v) => { state.zoom = v === "all" ? "all" : Number(v); });
   $("overview-button").addEventListener("click", () => openOverview());
-  $("window-prev").addEventListener("click", () => moveToken(-(currentWindow ? currentWindow.end - currentWindow.start : 1)));
-  $("window-next").addEventListener("click", () => moveToken(currentWindow ? currentWindow.end - currentWindow.start : 1));
+  const pageSize = () => (currentWindow ? currentWindow.end - currentWindow.start : 1);
+  $("window-prev").addEventListener("click", () => moveToken(-pageSize()));
+  $("window-next").addEventListener("click", () => moveToken(pageSize()));
   const search = $("token-search");
   search.addEventListener("input", () => { state.search = search.value; update(); });
   search.addEventListener("keydown", (e) => {
@@ -1132,10 +1176,9 @@ function setupControls() {
   document.addEventListener("keydown", (e) => {
     if (state.page !== "prompt" || ["SELECT", "INPUT", "TEXTAREA"].includes(e.target.tagName)) return;
     if (e.altKey || e.ctrlKey || e.metaKey) return;
-    const page = currentWindow ? currentWindow.end - currentWindow.start : 10;
     const keys = {
       ArrowLeft: () => moveToken(-1), ArrowRight: () => moveToken(1),
-      PageUp: () => moveToken(-page), PageDown: () => moveToken(page),
+      PageUp: () => moveToken(-pageSize()), PageDown: () => moveToken(pageSize()),
       Home: () => moveToken(-Infinity), End: () => moveToken(Infinity),
       ArrowUp: () => { state.layer = Math.min(ix.n_layers - 1, state.layer + 1); update(); },
       ArrowDown: () => { state.layer = Math.max(0, state.layer - 1); update(); },
@@ -1221,15 +1264,17 @@ async function updatePrompt(id) {
   if (!layers.includes(state.deepLayer)) state.deepLayer = layers.length ? layers[0] : null;
   fillSelect($("deepdive-layer-select"), layers.map((l) => [l, `layer ${l}`]), state.deepLayer);
   const weight = (v) => v.proj.byteLength;
-  const [base, caps] = await Promise.all([
-    promptBase(state.prompt),
-    Promise.all(traits.map((t) => load(files(t, state.prompt).all_layers, captureOf, weight))),
-  ]);
+  // The heatmap's data first (the prompt's tokens and shared data, the selected trait's projections):
+  // it is drawn before the other traits' files are even asked for (a browser opens ~6 connections).
+  const own = load(files(state.trait, state.prompt).all_layers, captureOf, weight);
+  const [base, cap] = await Promise.all([promptBase(state.prompt), own]);
   if (id !== renderId) return;
-  const cap = caps[traits.indexOf(state.trait)];
+  const capLoads = traits.map((t) => (t === state.trait ? own
+    : load(files(t, state.prompt).all_layers, captureOf, weight)));
   const tokenViews = ["token-strip", "heatmap", "attention"];
   if (!base.toks || base.toks.error) {
-    const text = base.toks ? `Could not load the tokens: ${base.toks.error.message}` : "No response file for this prompt.";
+    const text = base.toks ? `Could not load the tokens: ${base.toks.error.message}`
+      : "No response file for this prompt.";
     tokenViews.concat(["trajectories", "dynamics", "decomposition"]).forEach((v) => note($(v), text));
     syncUrl();
     return;
@@ -1244,8 +1289,8 @@ async function updatePrompt(id) {
   syncUrl();
   renderWindowControls(win);
   safely("token-strip", () => renderTokenStrip(base, matches));
-  if (base.shared && base.shared.error) $("message").textContent = `Shared data for prompt ${state.prompt}: ${base.shared.error.message}`;
-  else $("message").textContent = "";
+  $("message").textContent = base.shared && base.shared.error
+    ? `Shared data for prompt ${state.prompt}: ${base.shared.error.message}` : "";
   if (!cap || cap.error) {
     const text = cap ? `Could not load: ${cap.error.message}`
       : "No all-layers JSON for this trait and prompt (capture.save_json off, or the capture failed).";
@@ -1255,7 +1300,8 @@ async function updatePrompt(id) {
     safely("heatmap", () => renderHeatmap(base, cap, win, matches));
   }
   const shared = base.shared && !base.shared.error ? base.shared : null;
-  const [dyns, deep, rows] = await Promise.all([
+  const [caps, dyns, deep, rows] = await Promise.all([
+    Promise.all(capLoads),
     Promise.all(traits.map((t) => load(files(t, state.prompt).dynamics))),
     load((files(state.trait, state.prompt).single_layer || {})[state.deepLayer]),
     shared ? attentionRows(shared, state.token).catch((error) => ({ error })) : Promise.resolve(null),
@@ -1277,10 +1323,12 @@ function readParams() {
   const hasPrompt = params.has("prompt") && ix.prompts.some((p) => p.index === prompt);
   state.prompt = hasPrompt ? prompt : (state.prompt ?? ix.prompts[0].index);
   state.page = hasPrompt || !ix.overview ? "prompt" : "overview";
-  state.point = ix.sublayers.includes(params.get("point")) ? params.get("point") : ix.sublayers[ix.sublayers.length - 1];
+  const point = params.get("point");
+  state.point = ix.sublayers.includes(point) ? point : ix.sublayers[ix.sublayers.length - 1];
   const layer = Number(params.get("layer"));
   const defaultLayer = Number.isInteger(trait.vector_layer) ? trait.vector_layer : Math.floor(ix.n_layers / 2);
-  state.layer = params.has("layer") && Number.isInteger(layer) && layer >= 0 && layer < ix.n_layers ? layer : defaultLayer;
+  const validLayer = params.has("layer") && Number.isInteger(layer) && layer >= 0 && layer < ix.n_layers;
+  state.layer = validLayer ? layer : defaultLayer;
   const token = Number(params.get("token"));
   state.token = params.has("token") && Number.isInteger(token) && token >= 0 ? token : null;
   state.measure = Object.hasOwn(MEASURES, params.get("measure")) ? params.get("measure") : "projection";
