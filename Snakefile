@@ -49,8 +49,8 @@ rule all:
 
 
 onsuccess:
-    print_summary()
+    print_summary(workflow)
 
 
 onerror:
-    print_summary()
+    print_summary(workflow)

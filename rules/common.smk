@@ -1,13 +1,16 @@
 # Config validation, the plan (traits, vectors, prompt shards) and path helpers.
+import atexit
 import json
 import os
+import sys
 import time
 
 from snakemake.utils import validate
+from snakemake_interface_executor_plugins.settings import ExecMode
 
 from traitflow.dynamics import plan_dynamics
 from traitflow.errors import TraitflowError, exit_with_error
-from traitflow.summary import print_run_summary
+from traitflow.summary import print_run_summary, rerun_reasons
 from traitflow.vectors import EXTRACTED_METHODS, metadata_path, vector_filename
 from traitflow.workflow import DEMO_MODEL_DIR, check_config, drop_unusable_dynamics_vectors, make_plan
 
@@ -281,5 +284,29 @@ def all_targets():
             + list(dynamics_tables_outputs().values()))
 
 
-def print_summary():
-    print_run_summary(PLAN, {t: trait_targets(t) for t in PLAN.traits}, RUN_START, LOGS)
+SUMMARY_PRINTED = []
+
+
+def print_summary(workflow):
+    """The end-of-run summary (onsuccess, onerror), with why each stage's jobs ran."""
+    SUMMARY_PRINTED.append(True)
+    print_run_summary(PLAN, {t: trait_targets(t) for t in PLAN.traits}, RUN_START, LOGS,
+                      rerun_reasons(workflow, [f"shard{k}" for k in range(len(PLAN.shards))]))
+
+
+def print_summary_after_noop():
+    """Snakemake calls no hook when nothing is to be done; the summary (and its left-out traits) still prints.
+
+    Only for a plain run in the main process: not a dry run, a job's own process,
+    or --lint / --report / --unlock and friends, which build no schedule.
+    """
+    dag = workflow.dag
+    plain = not any(a.startswith(("--lint", "--report", "--unlock", "--delete", "--touch", "--list", "--summary",
+                                  "--detailed-summary", "--dag", "--rulegraph", "--cleanup"))
+                    for a in sys.argv[1:])
+    main = workflow.exec_mode == ExecMode.DEFAULT
+    if not SUMMARY_PRINTED and main and dag is not None and not workflow.dryrun and plain and not list(dag.needrun_jobs()):
+        print_summary(workflow)
+
+
+atexit.register(print_summary_after_noop)

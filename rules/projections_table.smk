@@ -1,5 +1,7 @@
 # The projections table: experiments/{exp}/tables/projections/trait={trait}/part-0.parquet, one
 # hive partition per trait (traitflow/projections_table.py), one cheap job per trait, no model.
+# A CATEGORY/TRAIT name is URI-encoded in its folder (trait=CATEGORY%2FTRAIT, one folder; every
+# reader decodes it), so the rule's wildcard is that folder value, {part}, not {trait}.
 #
 # A changed trait rebuilds only its own part. The capture is one job per prompt shard for every
 # trait, so a capture rerun rewrites every trait's files: the capture manifests are therefore
@@ -12,10 +14,16 @@
 # Snakemake skips its own rerun checks for a job downstream of one that reruns and follows only
 # non-ancient edges from it: so the capture manifests are plain inputs of a part that is missing
 # (a new trait, a deleted table), and the stamp is what a replaced vector changes.
+import re
+
+from traitflow.projections_table import partition_path, partition_value
+
+PROJECTIONS_DIR = f"{EXP}/tables/projections"
+TRAIT_OF_PART = {partition_value(t): t for t in TRAITS}
 
 
 def projections_table_path(trait):
-    return f"{EXP}/tables/projections/trait={trait}/part-0.parquet"
+    return partition_path(PROJECTIONS_DIR, trait)
 
 
 def projections_tables():
@@ -28,8 +36,13 @@ def projections_table_vector_stamp(trait):
 
 
 def projections_table_captures(wildcards):
+    """The capture manifests: ancient while the part exists, plain (with the trait's first capture file
+    of every shard, so a new trait's capture runs even when only the table is asked for) when missing."""
+    trait = TRAIT_OF_PART[wildcards.part]
     done = [manifest("capture", k) for k in range(len(PLAN.shards))]
-    return ancient(done) if os.path.exists(projections_table_path(wildcards.trait)) else done
+    if os.path.exists(projections_table_path(trait)):
+        return ancient(done)
+    return done + [all_layers_path(trait, shard[0], "pt") for shard in PLAN.shards if shard]
 
 
 localrules:
@@ -53,16 +66,18 @@ rule projections_table:
     input:
         captures_done=projections_table_captures,
         responses_done=[manifest("generate", k) for k in range(len(PLAN.shards))],
-        vector=projections_table_vector_stamp("{trait}"),
+        vector=lambda w: projections_table_vector_stamp(TRAIT_OF_PART[w.part]),
     output:
-        table=projections_table_path("{trait}"),
+        table=f"{PROJECTIONS_DIR}/trait={{part}}/part-0.parquet",
+    wildcard_constraints:
+        part="|".join(re.escape(p) for p in TRAIT_OF_PART),
     params:
         prompt_indices=list(range(len(PLAN.prompts))),
-        captures=lambda w: [all_layers_path(w.trait, i, "pt") for i in range(len(PLAN.prompts))],
+        captures=lambda w: [all_layers_path(TRAIT_OF_PART[w.part], i, "pt") for i in range(len(PLAN.prompts))],
         model=config["model"],
         dtype=config["capture"]["dtype"],
     log:
-        f"{LOGS}/tables/projections_{{trait}}.log",
+        f"{LOGS}/tables/projections_{{part}}.log",
     conda:
         CONDA_ENV
     script:

@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import time
+from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
@@ -20,7 +21,7 @@ from traitflow.projections_table import build_partition, build_table, partition_
 from traitflow.shared import write_shared
 
 L, D = 3, 8
-TRAITS = ["refusal", "sycophancy"]
+TRAITS = ["refusal", "style/sycophancy"]  # a CATEGORY/TRAIT name too
 # prompt index -> (n_prompt, n_response); prompt 1 has a zero residual at one token (cosine 0 there)
 PROMPTS = {0: (4, 5), 1: (3, 7), 2: (5, 1)}
 
@@ -59,8 +60,10 @@ def fake_experiment(root):
                    "projections": {"prompt": torch.from_numpy(proj[:n_prompt]),
                                    "response": torch.from_numpy(proj[n_prompt:])},
                    "metadata": {"trait": trait, "n_layers": L, "sublayers": list(SUBLAYERS),
-                                "shared_file": f"../../../inference/shared/prompt_{i}.safetensors"}}
+                                "shared_file": None}}
             path = os.path.join(exp, f"{trait}/inference/residual_stream_activations/prompt_{i}.pt")
+            rec["metadata"]["shared_file"] = os.path.relpath(f"{exp}/inference/shared/prompt_{i}.safetensors",
+                                                             os.path.dirname(path))
             os.makedirs(os.path.dirname(path), exist_ok=True)
             torch.save(rec, path)
             # the independent computation: float64, cosine from the vectors themselves
@@ -120,7 +123,7 @@ def test_values_equal_an_independent_computation(table):
 def test_one_partition_per_trait_in_hive_layout(table):
     files = sorted(os.path.relpath(p, table["dir"]) for p in glob.glob(f"{table['dir']}/**", recursive=True)
                    if os.path.isfile(p))
-    assert files == [f"trait={t}/part-0.parquet" for t in TRAITS]
+    assert files == ["trait=refusal/part-0.parquet", "trait=style%2Fsycophancy/part-0.parquet"]
     for trait in TRAITS:
         f = pq.ParquetFile(partition_path(table["dir"], trait))
         assert "trait" not in f.schema_arrow.names  # the folder name carries it
@@ -134,8 +137,8 @@ def test_pyarrow_dataset_reads_it_in_one_call(table):
     t = ds.dataset(table["dir"], format="parquet", partitioning="hive").to_table()
     assert t.num_rows == 2 * sum(a + b for a, b in PROMPTS.values())
     assert sorted(set(t.column("trait").to_pylist())) == TRAITS
-    one = ds.dataset(table["dir"], partitioning="hive").to_table(filter=ds.field("trait") == "sycophancy")
-    assert set(one.column("trait").to_pylist()) == {"sycophancy"}
+    one = ds.dataset(table["dir"], partitioning="hive").to_table(filter=ds.field("trait") == "style/sycophancy")
+    assert set(one.column("trait").to_pylist()) == {"style/sycophancy"}
 
 
 def test_a_rebuilt_partition_leaves_the_others_untouched(table, tmp_path):
@@ -144,13 +147,13 @@ def test_a_rebuilt_partition_leaves_the_others_untouched(table, tmp_path):
     before = {t: os.stat(partition_path(table_dir, t)).st_mtime_ns for t in TRAITS}
     time.sleep(0.01)
     exp = table["exp"]
-    build_partition([(0, f"{exp}/sycophancy/inference/residual_stream_activations/prompt_0.pt")],
-                    partition_path(table_dir, "sycophancy"))
+    build_partition([(0, f"{exp}/style/sycophancy/inference/residual_stream_activations/prompt_0.pt")],
+                    partition_path(table_dir, "style/sycophancy"))
     assert os.stat(partition_path(table_dir, "refusal")).st_mtime_ns == before["refusal"]
     df = pd.read_parquet(table_dir)
-    assert sorted(df[df.trait == "sycophancy"].prompt_index.unique()) == [0]
+    assert sorted(df[df.trait == "style/sycophancy"].prompt_index.unique()) == [0]
     assert len(df[df.trait == "refusal"]) == sum(a + b for a, b in PROMPTS.values())
-    assert not [p for p in os.listdir(partition_path(table_dir, "sycophancy")[:-len("/part-0.parquet")])
+    assert not [p for p in os.listdir(os.path.dirname(partition_path(table_dir, "style/sycophancy")))
                 if p.endswith(".tmp")]
 
 
@@ -204,8 +207,8 @@ def test_readme_query_trait_by_trait_correlation_over_response_tokens(table):
                            observed=True).corr()
     series = {trait: np.concatenate([t["proj"][t["n_prompt"]:, 2, 2] for (tr, _), t in sorted(table["truth"].items())
                                      if tr == trait]) for trait in TRAITS}
-    assert got.loc["refusal", "sycophancy"] == pytest.approx(np.corrcoef(series["refusal"], series["sycophancy"])[0, 1],
-                                                             rel=1e-5)
+    want = np.corrcoef(series["refusal"], series["style/sycophancy"])[0, 1]
+    assert got.loc["refusal", "style/sycophancy"] == pytest.approx(want, rel=1e-5)
     assert got.loc["refusal", "refusal"] == pytest.approx(1.0)
 
 
@@ -242,14 +245,14 @@ DEMO_TRAITS = ["refusal", "sycophancy", "uncertainty"]
 
 
 def parts_scheduled(workdir):
-    """{trait: [rules]} of a dry run for jobs with a trait wildcard, and the other rules scheduled."""
+    """(traits whose part a dry run schedules, every rule it schedules)."""
     out = snakemake(workdir, "-n", "--quiet", "host").stdout
     jobs = []
     for line in out.splitlines():
         if m := re.match(r"(?:local)?rule (\S+):$", line):
             jobs.append([m[1], None])
-        elif (m := re.match(r"    wildcards: .*trait=([^,\s]+)", line)) and jobs:
-            jobs[-1][1] = m[1]
+        elif (m := re.match(r"    wildcards: .*(?:trait|part)=([^,\s]+)", line)) and jobs:
+            jobs[-1][1] = unquote(m[1])  # the table's {part} is the URI-encoded trait
     return sorted(t for r, t in jobs if r == "projections_table"), sorted(r for r, _ in jobs)
 
 

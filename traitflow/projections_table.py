@@ -15,7 +15,9 @@ prompt, token); columns:
                            after_attn, residual_out), layer-major: L x 3 columns
     cos_L{l}_{point}   float32  the cosine h . v / (||h|| ||v||) = projection / ||h||
                            (0 where ||h|| = 0), same order
-    trait          the partition column (in the folder name, not in the files)
+    trait          the partition column (in the folder name, not in the files; a
+                           CATEGORY/TRAIT name is URI-encoded there, trait=CATEGORY%2FTRAIT,
+                           and every reader decodes it)
 
 Rows are sorted by prompt_index, then token_index. Wide columns keep one row
 per token (26 layers: 156 float columns) so the table stays small and fast to
@@ -38,11 +40,20 @@ from .errors import TraitflowError
 PART = "part-0.parquet"
 COMPRESSION = "zstd"
 COMPRESSION_LEVEL = 1  # zstd's fastest level: float data barely compresses further at higher levels
-KEY_COLUMNS = ["prompt_index", "token_index", "token", "token_id", "segment"]
+
+
+def partition_value(trait):
+    """The trait as a hive partition folder value: URI-encoded, so CATEGORY/TRAIT stays one folder.
+
+    trait=style%2Fformal: pyarrow, pandas and DuckDB decode it back to 'style/formal'.
+    """
+    from urllib.parse import quote
+
+    return quote(trait, safe="")
 
 
 def partition_dir(table_dir, trait):
-    return os.path.join(table_dir, f"trait={trait}")
+    return os.path.join(table_dir, f"trait={partition_value(trait)}")
 
 
 def partition_path(table_dir, trait):
@@ -116,22 +127,20 @@ def build_table(prompts):
 def write_table(table, path, compression=COMPRESSION, level=COMPRESSION_LEVEL):
     """Write atomically (a killed job leaves no half file; the hidden temporary is ignored by readers).
 
-    Float columns are written BYTE_STREAM_SPLIT without dictionaries: a
-    dictionary never fits float data but pyarrow writes (and then drops) one
-    per column, which made the file 1.5x the raw values and the write 5x
-    slower; split into byte planes, exponent bytes compress well (about 0.9x
-    the raw values for random-walk scores). Every Parquet reader used here
-    (pyarrow, pandas, DuckDB) reads it.
+    Only the key columns are dictionary-encoded. A float column never fits a
+    dictionary, but pyarrow's default tries one per column and keeps its page:
+    1.5x the raw values and a 5x slower write (benchmarks/projections_table.py
+    --compare; BYTE_STREAM_SPLIT gained under 1% on top, so plain encoding
+    keeps every Parquet reader able to read the table).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from .formats import atomic_write
 
-    floats = [f.name for f in table.schema if pa.types.is_floating(f.type)]
+    keys = [f.name for f in table.schema if not pa.types.is_floating(f.type)]
     options = {"compression": compression, "compression_level": level if compression == "zstd" else None,
-               "use_dictionary": [n for n in table.column_names if n not in floats],
-               "use_byte_stream_split": floats}
+               "use_dictionary": keys}
     atomic_write(path, lambda tmp: pq.write_table(table, tmp, **options))
 
 

@@ -95,8 +95,74 @@ def format_summary(rows):
     return "\n".join(lines)
 
 
-def print_run_summary(plan, targets_by_trait, run_start, log_dir):
+def stage_of(rule, shard_names=()):
+    """capture_shard3 (shard_names: shard3, ...) -> capture: one line per stage, not per job."""
+    for name in sorted(shard_names, key=len, reverse=True):
+        if rule.endswith("_" + name):
+            return rule[:-len(name) - 1]
+    return rule
+
+
+def job_reason(reason, job=None, persistence=None):
+    """Why Snakemake ran a job, in words a user acts on (changed params are named when they can be)."""
+    words = []
+    if reason.forced:
+        words.append("forced")
+    if reason._missing_output or reason._incomplete_output:
+        words.append("output missing or incomplete")
+    if reason._updated_input:
+        words.append("input changed")
+    if reason._updated_input_run:
+        words.append("upstream job reran")
+    if reason.params_changed:
+        words.append("params changed" + _changed_params(reason.params_changed, job, persistence))
+    if reason.code_changed:
+        words.append("rule code changed")
+    if reason.input_changed:
+        words.append("set of inputs changed")
+    return ", ".join(words) or "requested"
+
+
+def _changed_params(change, job, persistence):
+    """' (traits, dtype)': the names of the job's params whose value is new, where Snakemake lets us tell."""
+    try:
+        names = [name for name, value in job.params.items()
+                 if persistence._serialize_param(value) in change.only_new]
+    except Exception:  # private Snakemake API: without it the reason simply names no params
+        return ""
+    return f" ({', '.join(names)})" if names else ""
+
+
+def rerun_reasons(workflow, shard_names=()):
+    """{stage: {reason: jobs}} for the jobs this run executed (empty when nothing ran)."""
+    dag = getattr(workflow, "dag", None)
+    if dag is None:
+        return {}
+    reasons = {}
+    for job in dag.needrun_jobs(exclude_finished=False):
+        if job.rule.name == "all":
+            continue
+        why = job_reason(dag.reason(job), job, workflow.persistence)
+        by_reason = reasons.setdefault(stage_of(job.rule.name, shard_names), {})
+        by_reason[why] = by_reason.get(why, 0) + 1
+    return reasons
+
+
+def format_reasons(reasons):
+    if not reasons:
+        return "nothing ran: every output is up to date"
+    lines = []
+    for stage, by_reason in sorted(reasons.items()):
+        n = sum(by_reason.values())
+        lines.append(f"{stage} ({n} job{'s' * (n != 1)}): " + "; ".join(
+            f"{why}" + (f" x{k}" if len(by_reason) > 1 else "") for why, k in sorted(by_reason.items())))
+    return "\n".join(lines)
+
+
+def print_run_summary(plan, targets_by_trait, run_start, log_dir, reasons=None):
     text = format_summary(summary_rows(plan, targets_by_trait, run_start, log_dir))
+    if reasons is not None:
+        text += "\n\nwhy jobs ran, per stage:\n" + format_reasons(reasons)
     print(f"\ntraitflow summary for {plan.exp_dir} (files per trait):\n{text}\n", flush=True)
     path = os.path.join(log_dir, "summary.txt")
 
