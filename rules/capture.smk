@@ -25,8 +25,10 @@ for shard_id, indices in enumerate(PLAN.shards):
             logit_lens_top_k=config["capture"]["logit_lens_top_k"] if config["capture"]["logit_lens"] else 0,
         log:
             f"{LOGS}/capture/shard{shard_id}.log",
+        benchmark:
+            benchmark_path("capture", shard_id)
         resources:
-            **config["resources"],
+            **model_resources(),
         conda:
             CONDA_ENV
         script:

@@ -31,7 +31,7 @@ def main(smk):
     from traitflow import SUBLAYERS
     from traitflow.capture import capture
     from traitflow.formats import all_layers_json, all_layers_record, load_json, save_json, save_pt
-    from traitflow.modeling import load_model, load_tokenizer
+    from traitflow.modeling import load_model, load_tokenizer, model_dtype
     from traitflow.shared import write_shared
     from traitflow.verify import check
     from traitflow.workflow import model_config
@@ -39,12 +39,13 @@ def main(smk):
     p = smk.params
     # Vectors are loaded (and refused) before the model: a bad one costs no model load.
     vectors, rows = load_vectors(p.traits, model_config(smk.config)["hidden_size"])
-    model = load_model(p.model_path, smk.config["capture"]["device"], p.dtype, eager=True)
-    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    model = load_model(p.model_path, p.device, p.dtype, eager=True)
+    dtype = model_dtype(model)
     responses = [load_json(path) for path in p.responses]
     sequences = [r["prompt"]["token_ids"] + r["response"]["token_ids"] for r in responses]
     captures = capture(model, sequences, vectors, batch_size=smk.config["capture"]["batch_size"],
-                       lens_top_k=p.logit_lens_top_k)
+                       lens_top_k=p.logit_lens_top_k, token_budget=smk.config["capture"]["max_batch_tokens"],
+                       labels=[f"prompt {i} ({path})" for i, path in zip(p.indices, p.responses)])
     tokenizer = load_tokenizer(p.model_path) if p.logit_lens_top_k else None
     point = SUBLAYERS.index(p.dynamics["point"]) if p.dynamics else None
 

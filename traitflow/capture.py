@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from .arch import architecture_for, get_module
+from .batching import run_batched
 from .hooks import residual_hooks
 from .modeling import n_layers
 from .shared import ATTENTION_SCALE
@@ -88,11 +89,14 @@ def _top_k(lens, h, k):
 
 
 @torch.no_grad()
-def capture(model, sequences, vectors=None, batch_size=8, attention=True, keep_residuals=False, lens_top_k=0):
+def capture(model, sequences, vectors=None, batch_size=8, attention=True, keep_residuals=False, lens_top_k=0,
+            token_budget=None, labels=None):
     """Capture every (token, layer, point) of each token sequence.
 
     sequences: list of token-id lists. vectors: [n_vectors, d_model] (or None).
     lens_top_k > 0 adds the logit lens (top-k next tokens from each layer's residual_out).
+    Batches hold at most batch_size sequences and token_budget padded tokens, and are
+    halved on CUDA out-of-memory (traitflow.batching; labels name the sequences in errors).
     Returns one SequenceCapture per sequence, in input order, on the CPU.
     """
     device = next(model.parameters()).device
@@ -102,7 +106,7 @@ def capture(model, sequences, vectors=None, batch_size=8, attention=True, keep_r
     lens = logit_lens_fn(model) if lens_top_k else None
     results = [None] * len(sequences)
 
-    for group in batches(sequences, batch_size):
+    def run_batch(group):
         ids, mask, positions = left_pad([sequences[i] for i in group], pad_id, device)
         B, T = ids.shape
         proj = torch.empty(B, T, n_layer, 3, len(units), device=device)
@@ -143,6 +147,9 @@ def capture(model, sequences, vectors=None, batch_size=8, attention=True, keep_r
                 lens_ids=lens_ids[b, start:].clone() if lens_ids is not None else None,
                 lens_probs=lens_probs[b, start:].clone() if lens_probs is not None else None,
             )
+
+    run_batched([len(s) for s in sequences], batch_size, run_batch, what="sequence", token_budget=token_budget,
+                labels=labels)
     return results
 
 
