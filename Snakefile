@@ -38,6 +38,7 @@ include: "rules/capture.smk"
 include: "rules/single_layer.smk"
 include: "rules/dynamics.smk"
 include: "rules/tables.smk"
+include: "rules/projections_table.smk"
 include: "rules/viewer.smk"
 include: "rules/report.smk"
 

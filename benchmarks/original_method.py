@@ -23,9 +23,11 @@ import os
 import sys
 import time
 
-import torch
+_START = time.perf_counter()  # before torch's import: the script's start-up counts it
 
-from traitflow.hooks import residual_hooks
+import torch  # noqa: E402
+
+from traitflow.hooks import residual_hooks  # noqa: E402
 
 
 @torch.no_grad()
@@ -51,7 +53,8 @@ def original_capture(model, prompt_ids, vector, max_new_tokens, temperature=0.7,
         for _ in range(max_new_tokens):
             logits = model(input_ids=torch.tensor([seq], device=device)).logits[0, -1]
             tokens.append({"projections": _projections(step_resid, unit, n_layer, -1),
-                           "attention": {f"layer_{l}": step_attn[l][-1] for l in range(n_layer)}})
+                           # clone: a view would save the whole [T, T] matrix with every row
+                           "attention": {f"layer_{l}": step_attn[l][-1].clone() for l in range(n_layer)}})
             if temperature > 0:
                 probs = torch.softmax(logits.float() / temperature, dim=-1)
                 token = int(torch.multinomial(probs, 1, generator=generator))
@@ -114,7 +117,6 @@ def write_seed_files(record, stem):
 
 
 def main(argv=None):
-    start = time.perf_counter()
     ap = argparse.ArgumentParser(description="the original method with its files, on a workflow experiment's prompts")
     ap.add_argument("model_dir")
     ap.add_argument("exp_dir", help="experiments/{exp} of a workflow run: its responses set each prompt and length")
@@ -130,14 +132,14 @@ def main(argv=None):
     model = load_model(args.model_dir, "cpu", "float32", eager=True)  # attention weights need eager
     tokenizer = load_tokenizer(args.model_dir)
     traits = sorted(d for d in os.listdir(args.exp_dir) if os.path.isdir(os.path.join(args.exp_dir, d, "extraction")))
-    startup = time.perf_counter() - start
+    startup, startup_cpu = time.perf_counter() - _START, time.process_time()
     pairs = []
     for k in range(args.pairs):
         trait = traits[k % len(traits)]
         resp = load_json(os.path.join(args.exp_dir, "inference", "responses", f"prompt_{k}.json"))
         vectors = os.path.join(args.exp_dir, trait, "extraction", "vectors")
         vector_path = os.path.join(vectors, sorted(os.listdir(vectors))[0])
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         vector = load_vector(vector_path, model.config.hidden_size)
         # As long as the workflow's response (no stop token), so both sides process the same tokens.
         response, prompt, tokens = original_capture(model, resp["prompt"]["token_ids"], vector,
@@ -151,11 +153,13 @@ def main(argv=None):
                                                       f"prompt_{k}"))
         t2 = time.perf_counter()
         pairs.append({"trait": trait, "prompt": k, "n_prompt": len(resp["prompt"]["token_ids"]),
-                      "n_response": len(response), "seconds": t2 - t0, "capture_s": t1 - t0, "write_s": t2 - t1,
+                      "n_response": len(response), "seconds": t2 - t0, "cpu_s": time.process_time() - cpu0,
+                      "capture_s": t1 - t0, "write_s": t2 - t1,
                       "files": len(files), "bytes": sum(os.path.getsize(f) for f in files),
                       "pt_bytes": os.path.getsize(files[0]), "json_bytes": os.path.getsize(files[1])})
         print(f"pair {k}: {pairs[-1]}", file=sys.stderr, flush=True)
-    print(json.dumps({"startup_s": startup, "threads": torch.get_num_threads(), "pairs": pairs}))
+    print(json.dumps({"startup_s": startup, "startup_cpu_s": startup_cpu, "threads": torch.get_num_threads(),
+                      "pairs": pairs}))
 
 
 if __name__ == "__main__":

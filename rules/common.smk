@@ -281,7 +281,7 @@ def lost_files():
 
 def all_targets():
     return (stage_manifests() + lost_files() + [f"{EXP}/viewer/index.json"] + report_targets()
-            + list(dynamics_tables_outputs().values()))
+            + list(dynamics_tables_outputs().values()) + projections_tables())
 
 
 SUMMARY_PRINTED = []

@@ -58,8 +58,10 @@ rule projections_table_vector:
     params:
         method=lambda w: PLAN.traits[w.trait].method,
         layer=lambda w: PLAN.traits[w.trait].layer,
+    log:
+        f"{LOGS}/tables/projections_vector_{{trait}}.log",
     shell:
-        "sha256sum {input.vector:q} > {output:q}"
+        "sha256sum {input.vector:q} > {output:q} 2> {log:q}"
 
 
 rule projections_table:

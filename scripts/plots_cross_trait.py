@@ -12,11 +12,10 @@ def main(smk):
     p = smk.params
     out_dir = smk.output[0]
     os.makedirs(out_dir, exist_ok=True)
-    paths = iter(p.captures)  # trait-major: every prompt of trait 0, then trait 1, ...
-    by_trait = {trait: {i: next(paths) for i in p.prompts} for trait in p.traits}
-    for i, response in zip(p.prompts, p.responses):
-        captures = {trait: load_capture(by_trait[trait][i]) for trait in p.traits}
-        text = load_json(response)["prompt"]["text"]
+    for i in range(p.n_prompts):
+        captures = {trait: load_capture(p.captures.replace("{trait}", trait).replace("{prompt}", str(i)))
+                    for trait in p.traits}
+        text = load_json(p.responses.replace("{prompt}", str(i)))["prompt"]["text"]
         save_figure(cross_trait_figure(captures, p.layer, p.point, text), os.path.join(out_dir, f"prompt_{i}.png"))
 
 

@@ -1,4 +1,4 @@
-"""Report heatmaps for one trait: a token x layer PNG per reported prompt."""
+"""Report heatmaps for one trait: a token x layer PNG per reported prompt, on one colour scale."""
 
 import os
 
@@ -7,14 +7,18 @@ from traitflow.scripting import run_script
 
 def main(smk):
     from traitflow.formats import load_capture, load_json
-    from traitflow.plots import heatmap_figure, save_figure
+    from traitflow.plots import colour_limit, heatmap_figure, save_figure
 
     p = smk.params
     out_dir = smk.output[0]
     os.makedirs(out_dir, exist_ok=True)
-    for i, path, response in zip(p.prompts, p.captures, p.responses):
-        text = load_json(response)["prompt"]["text"]
-        save_figure(heatmap_figure(load_capture(path), p.point, text), os.path.join(out_dir, f"prompt_{i}.png"))
+    prompts = range(p.n_prompts)
+    captures = {i: load_capture(p.captures.replace("{prompt}", str(i))) for i in prompts}
+    # One colour scale for the trait's figures: the same colour is the same score in every prompt.
+    limit = colour_limit(captures.values(), p.point)
+    for i in prompts:
+        text = load_json(p.responses.replace("{prompt}", str(i)))["prompt"]["text"]
+        save_figure(heatmap_figure(captures[i], p.point, text, limit=limit), os.path.join(out_dir, f"prompt_{i}.png"))
 
 
 run_script(snakemake, main)  # noqa: F821

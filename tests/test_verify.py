@@ -253,3 +253,21 @@ def test_json_mirror_of_a_zero_token_response_is_valid(trait_json):
         dec[name] = [row[:-n_response] for row in values] if name == "head_contributions" else values[:-n_response]
     trait_json["top_neurons"]["contributions"] = [row[:-n_response] for row in trait_json["top_neurons"]["contributions"]]
     assert verify_single_layer(json.loads(json.dumps(trait_json))) == []
+
+
+def test_export_seed_format_writes_files_the_seed_verifier_accepts(demo_run, tmp_path):
+    from traitflow import load_seed_format
+
+    source = demo_files(demo_run, "sycophancy/inference/residual_stream_activations/prompt_2.pt")[0]
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "export_seed_format.py"), source,
+                           "--out", str(tmp_path), "--json"], text=True, capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    written = proc.stdout.split()
+    assert len(written) == 1 and os.path.exists(written[0]) and os.path.exists(written[0][:-3] + ".json")
+    exported = load_pt(written[0])
+    assert set(exported) == {"prompt", "response", "projections", "attention_weights", "metadata"}
+    assert len(exported["attention_weights"]["response"]) == exported["response"]["n_tokens"]
+    assert run_cli("verify_all_layers_format.py", [written[0], written[0][:-3] + ".json"]).returncode == 0
+    again = load_seed_format(source)
+    assert all((exported["attention_weights"]["prompt"][k] == v).all()
+               for k, v in again["attention_weights"]["prompt"].items())
