@@ -66,7 +66,7 @@ t0 = time.perf_counter()
 from traitflow.projections_table import build_partition, partition_path
 exp, trait, prompts = sys.argv[1], sys.argv[2], int(sys.argv[3])
 t1 = time.perf_counter()
-captures = [(i, f"{exp}/{trait}/inference/residual_stream_activations/prompt_{i}.pt") for i in range(prompts)]
+captures = [("default", i, f"{exp}/{trait}/inference/residual_stream_activations/prompt_{i}.pt") for i in range(prompts)]
 build_partition(captures, partition_path(f"{exp}/tables/projections", trait))
 print(t1 - t0, time.perf_counter() - t1, time.process_time())
 """
@@ -106,7 +106,7 @@ def compare_compression(exp, trait, prompts):
                          ("zstd-1 + byte_stream_split", {"compression": "zstd", "compression_level": 1,
                                                          "use_byte_stream_split": floats, "use_dictionary": False}),
                          ("zstd-1, no float dictionary", {"compression": "zstd", "compression_level": 1,
-                                                          "use_dictionary": ["prompt_index", "token_index", "token",
+                                                          "use_dictionary": ["prompt_set", "prompt_index", "token_index", "token",
                                                                              "token_id", "segment"]})]:
         path = f"{exp}/compare.parquet"
         t0 = time.perf_counter()

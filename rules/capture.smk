@@ -7,7 +7,7 @@ for shard_id, indices in enumerate(PLAN.shards):
 
     rule:
         name:
-            f"capture_shard{shard_id}"
+            shard_rule("capture", shard_id)
         input:
             responses_done=manifest("generate", shard_id),
             vectors=capture_vectors(),
@@ -17,14 +17,14 @@ for shard_id, indices in enumerate(PLAN.shards):
             manifest=manifest("capture", shard_id),
         params:
             responses=[response_path(i) for i in indices],
-            indices=indices,
+            indices=local_indices(indices),
             traits=capture_traits(),
             dynamics=capture_dynamics_params(),
             **model_params(),
             save_json=config["capture"]["save_json"],
             logit_lens_top_k=config["capture"]["logit_lens_top_k"] if config["capture"]["logit_lens"] else 0,
         log:
-            f"{LOGS}/capture/shard{shard_id}.log",
+            shard_log("capture", shard_id),
         benchmark:
             benchmark_path("capture", shard_id)
         resources:

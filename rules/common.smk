@@ -12,7 +12,7 @@ from traitflow.dynamics import plan_dynamics
 from traitflow.errors import TraitflowError, exit_with_error
 from traitflow.summary import print_run_summary, rerun_reasons
 from traitflow.vectors import EXTRACTED_METHODS, metadata_path, vector_filename
-from traitflow.workflow import DEMO_MODEL_DIR, check_config, drop_unusable_dynamics_vectors, make_plan
+from traitflow.workflow import DEFAULT_SET, DEMO_MODEL_DIR, check_config, drop_unusable_dynamics_vectors, make_plan
 
 RUN_START = time.time()
 try:  # every problem found before a model loads is one line on screen, no traceback
@@ -88,7 +88,7 @@ def model_resources():
 
 def benchmark_path(stage, shard=None, name=None):
     """Where a model job's `benchmark:` file goes (wall time, max RSS, ...: size cluster requests from it)."""
-    return f"{LOGS}/benchmarks/{stage}/{name if name is not None else f'shard{shard}'}.tsv"
+    return f"{LOGS}/benchmarks/{stage}/{name if name is not None else PLAN.shard_names[shard]}.tsv"
 
 
 def generation_params():
@@ -103,7 +103,25 @@ def manifest(stage, shard_id, trait="_shared"):
     every output pattern under experiments/{exp}/: ~20 s of planning at 10 traits
     x 200 prompts. "_shared" cannot clash with a trait (names start alphanumeric).
     """
-    return f"{MANIFESTS}/{trait}/{stage}_shard{shard_id}.json"
+    return f"{MANIFESTS}/{trait}/{stage}_{PLAN.shard_names[shard_id]}.json"
+
+
+def shard_rule(stage, shard_id):
+    """A per-shard rule's name: capture_shard3, or capture_harmful_shard0 for prompt set 'harmful'.
+
+    Shards are numbered within their prompt set, so a set's names (and manifests,
+    benchmark files) never change when another set grows.
+    """
+    return f"{stage}_{PLAN.shard_names[shard_id]}"
+
+
+def shard_log(stage, shard_id):
+    return f"{LOGS}/{stage}/{PLAN.shard_names[shard_id]}.log"
+
+
+def local_indices(indices):
+    """Plan-wide prompt ids -> [index within its set]: what params carry (stable when other sets change)."""
+    return [PLAN.prompt_index(g) for g in indices]
 
 
 def manifests(stage, traits=None):
@@ -115,17 +133,27 @@ def shards_of(indices):
     return sorted({k for k, shard in enumerate(PLAN.shards) if set(shard) & set(indices)})
 
 
-def response_path(i):
-    return f"{EXP}/inference/responses/prompt_{i}.json"
+def prompt_file(g):
+    """prompt_{i} for plan-wide prompt g of the default set; {set}/prompt_{i} for a named set, whose
+    files get their own folder level (the default set keeps the seed's paths). A string g is a
+    pattern placeholder such as "{prompt}" (default-set layout)."""
+    if isinstance(g, str):
+        return f"prompt_{g}"
+    name = PLAN.prompt_set(g)
+    return f"{'' if name == DEFAULT_SET else name + '/'}prompt_{PLAN.prompt_index(g)}"
 
 
-def all_layers_path(trait, i, ext):
-    return f"{EXP}/{trait}/inference/residual_stream_activations/prompt_{i}.{ext}"
+def response_path(g):
+    return f"{EXP}/inference/responses/{prompt_file(g)}.json"
 
 
-def shared_path(i):
-    """Trait-independent data of prompt i: attention, residual norms, logit lens (docs/formats.md)."""
-    return f"{EXP}/inference/shared/prompt_{i}.safetensors"
+def all_layers_path(trait, g, ext):
+    return f"{EXP}/{trait}/inference/residual_stream_activations/{prompt_file(g)}.{ext}"
+
+
+def shared_path(g):
+    """Trait-independent data of prompt g: attention, residual norms, logit lens (docs/formats.md)."""
+    return f"{EXP}/inference/shared/{prompt_file(g)}.safetensors"
 
 
 def capture_outputs(indices, traits=None):
@@ -158,8 +186,8 @@ def capture_dynamics_params():
     return {"layers": {t: DYNAMICS[t]["layer"] for t in TRAITS}, "point": config["dynamics"]["point"]}
 
 
-def dynamics_path(trait, i):
-    return f"{EXP}/{trait}/inference/dynamics/prompt_{i}.json"
+def dynamics_path(trait, g):
+    return f"{EXP}/{trait}/inference/dynamics/{prompt_file(g)}.json"
 
 
 def dynamics_extra_methods(trait):
@@ -185,13 +213,13 @@ def single_layers():
 SINGLE_LAYERS = single_layers()
 
 
-def internals_path(i, layer):
+def internals_path(g, layer):
     """Trait-independent layer internals, once per (prompt, layer)."""
-    return f"{EXP}/inference/layer_internal_states/prompt_{i}_layer{layer}.pt"
+    return f"{EXP}/inference/layer_internal_states/{prompt_file(g)}_layer{layer}.pt"
 
 
-def single_layer_path(trait, i, layer, ext):
-    return f"{EXP}/{trait}/inference/layer_internal_states/prompt_{i}_layer{layer}.{ext}"
+def single_layer_path(trait, g, layer, ext):
+    return f"{EXP}/{trait}/inference/layer_internal_states/{prompt_file(g)}_layer{layer}.{ext}"
 
 
 def single_layer_outputs(traits, indices):
@@ -291,7 +319,7 @@ def print_summary(workflow):
     """The end-of-run summary (onsuccess, onerror), with why each stage's jobs ran."""
     SUMMARY_PRINTED.append(True)
     print_run_summary(PLAN, {t: trait_targets(t) for t in PLAN.traits}, RUN_START, LOGS,
-                      rerun_reasons(workflow, [f"shard{k}" for k in range(len(PLAN.shards))]))
+                      rerun_reasons(workflow, PLAN.shard_names))
 
 
 def print_summary_after_noop():

@@ -7,7 +7,7 @@ for shard_id, indices in enumerate(PLAN.shards):
 
     rule:
         name:
-            f"dynamics_shard{shard_id}"
+            shard_rule("dynamics", shard_id)
         input:
             captures_done=manifest("capture", shard_id),
         output:
@@ -22,7 +22,7 @@ for shard_id, indices in enumerate(PLAN.shards):
             span=config["dynamics"]["span"],
             settings={k: v for k, v in config["dynamics"].items() if k not in ("layer", "point", "span", "methods")},
         log:
-            f"{LOGS}/dynamics/shard{shard_id}.log",
+            shard_log("dynamics", shard_id),
         conda:
             CONDA_ENV
         script:

@@ -9,7 +9,7 @@ for shard_id, indices in enumerate(PLAN.shards):
 
     rule:
         name:
-            f"generate_shard{shard_id}"
+            shard_rule("generate", shard_id)
         input:
             model=PLAN.model_files,
         output:
@@ -17,11 +17,12 @@ for shard_id, indices in enumerate(PLAN.shards):
             manifest=manifest("generate", shard_id),
         params:
             **model_params(),
-            indices=indices,
+            prompt_set=PLAN.prompt_set(indices[0]),
+            indices=local_indices(indices),
             prompts=[PLAN.prompts[i] for i in indices],
             generation=generation_params(),
         log:
-            f"{LOGS}/generate/shard{shard_id}.log",
+            shard_log("generate", shard_id),
         benchmark:
             benchmark_path("generate", shard_id)
         resources:

@@ -36,13 +36,13 @@ def projections_table_vector_stamp(trait):
 
 
 def projections_table_captures(wildcards):
-    """The capture manifests: ancient while the part exists, plain (with the trait's first capture file
-    of every shard, so a new trait's capture runs even when only the table is asked for) when missing."""
+    """The capture manifests and the trait's first capture file of every shard (so a new trait's capture
+    runs even when only the table is asked for): ancient while the part exists, plain when it is missing."""
     trait = TRAIT_OF_PART[wildcards.part]
+    # The same files either way: a set of inputs that changed between runs would itself trigger a rerun.
     done = [manifest("capture", k) for k in range(len(PLAN.shards))]
-    if os.path.exists(projections_table_path(trait)):
-        return ancient(done)
-    return done + [all_layers_path(trait, shard[0], "pt") for shard in PLAN.shards if shard]
+    done += [all_layers_path(trait, shard[0], "pt") for shard in PLAN.shards if shard]
+    return ancient(done) if os.path.exists(projections_table_path(trait)) else done
 
 
 localrules:
@@ -74,7 +74,8 @@ rule projections_table:
     wildcard_constraints:
         part="|".join(re.escape(p) for p in TRAIT_OF_PART),
     params:
-        prompt_indices=list(range(len(PLAN.prompts))),
+        prompts=[list(ref) for ref in PLAN.prompt_refs],
+        category=lambda w: PLAN.traits[TRAIT_OF_PART[w.part]].category,
         captures=lambda w: [all_layers_path(TRAIT_OF_PART[w.part], i, "pt") for i in range(len(PLAN.prompts))],
         model=config["model"],
         dtype=config["capture"]["dtype"],

@@ -20,7 +20,7 @@ if SINGLE_LAYERS:
 
         rule:
             name:
-                f"capture_layer_internals_shard{shard_id}"
+                shard_rule("capture_layer_internals", shard_id)
             input:
                 responses_done=manifest("generate", shard_id),
                 model=PLAN.model_files,
@@ -32,7 +32,7 @@ if SINGLE_LAYERS:
                 responses=lambda w, indices=indices: [response_path(i) for i in indices],
                 layers=SINGLE_LAYERS,
             log:
-                f"{LOGS}/capture_layer_internals/shard{shard_id}.log",
+                shard_log("capture_layer_internals", shard_id),
             benchmark:
                 benchmark_path("capture_layer_internals", shard_id)
             resources:
@@ -44,7 +44,7 @@ if SINGLE_LAYERS:
 
         rule:
             name:
-                f"capture_single_layer_shard{shard_id}"
+                shard_rule("capture_single_layer", shard_id)
             input:
                 internals_done=manifest("capture_layer_internals", shard_id),
                 vectors=[PLAN.traits[t].vector_path for t in TRAITS],
@@ -62,7 +62,7 @@ if SINGLE_LAYERS:
                 traits=TRAITS,
                 vectors={t: {"method": PLAN.traits[t].method, "layer": PLAN.traits[t].layer} for t in TRAITS},
             log:
-                f"{LOGS}/capture_single_layer/shard{shard_id}.log",
+                shard_log("capture_single_layer", shard_id),
             benchmark:
                 benchmark_path("capture_single_layer", shard_id)
             resources:

@@ -41,6 +41,8 @@ rule viewer_index:
         model=config["model"],
         n_layers=PLAN.n_layers,
         traits={t.name: {"method": t.method, "vector_layer": t.layer} for t in PLAN.ok_traits},
+        prompt_refs=[list(ref) for ref in PLAN.prompt_refs],
+        left_out={t.name: t.error for t in PLAN.traits.values() if t.error},
     log:
         f"{LOGS}/viewer_index.log",
     conda:

@@ -24,7 +24,7 @@ def main(smk):
     # the prompt (generation.chat_template: auto resolves to true or false at plan time).
     settings = {**gen, "dtype": model_dtype(model), "device": p.device.split(":")[0]}
     for index, text, ids, resp, path in zip(p.indices, p.prompts, prompt_ids, responses, smk.output.files):
-        save_json(response_record(index, text, ids, resp, tokenizer, settings, p.model), path, indent=1)
+        save_json(response_record(index, text, ids, resp, tokenizer, settings, p.model, p.prompt_set), path, indent=1)
         logging.info("prompt %d: %d prompt + %d response tokens", index, len(ids), len(resp))
 
 

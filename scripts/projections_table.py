@@ -8,8 +8,8 @@ from traitflow.scripting import run_script
 def main(smk):
     from traitflow.projections_table import build_partition
 
-    captures = list(zip(smk.params.prompt_indices, smk.params.captures))
-    table = build_partition(captures, smk.output.table)
+    captures = [(prompt_set, i, path) for (prompt_set, i), path in zip(smk.params.prompts, smk.params.captures)]
+    table = build_partition(captures, smk.output.table, smk.params.category)
     logging.info("%s: %d rows x %d columns from %d captures", smk.output.table, table.num_rows,
                  table.num_columns, len(captures))
 

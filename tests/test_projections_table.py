@@ -81,7 +81,7 @@ def table(tmp_path_factory):
     exp, truth = fake_experiment(root)
     table_dir = os.path.join(exp, "tables/projections")
     for trait in TRAITS:
-        captures = [(i, f"{exp}/{trait}/inference/residual_stream_activations/prompt_{i}.pt") for i in (2, 0, 1)]
+        captures = [("default", i, f"{exp}/{trait}/inference/residual_stream_activations/prompt_{i}.pt") for i in (2, 0, 1)]
         build_partition(captures, partition_path(table_dir, trait))
     return {"dir": table_dir, "truth": truth, "exp": exp}
 
@@ -91,7 +91,7 @@ def expected_rows(truth):
     rows = []
     for (trait, i), t in sorted(truth.items()):
         for k, token in enumerate(t["tokens"]):
-            row = {"trait": trait, "prompt_index": i, "token_index": k, "token": token, "token_id": t["ids"][k],
+            row = {"trait": trait, "prompt_set": "default", "prompt_index": i, "token_index": k, "token": token, "token_id": t["ids"][k],
                    "segment": "prompt" if k < t["n_prompt"] else "response"}
             for l in range(L):
                 for p, point in enumerate(SUBLAYERS):
@@ -107,10 +107,10 @@ def test_values_equal_an_independent_computation(table):
     df = pd.read_parquet(table["dir"])
     want = expected_rows(table["truth"])
     df = df.sort_values(["trait", "prompt_index", "token_index"], ignore_index=True)
-    assert list(df.columns) == (["prompt_index", "token_index", "token", "token_id", "segment"]
+    assert list(df.columns) == (["category", "prompt_set", "prompt_index", "token_index", "token", "token_id", "segment"]
                                 + value_columns("proj", L) + value_columns("cos", L) + ["trait"])
     assert len(df) == len(want) == len(TRAITS) * sum(a + b for a, b in PROMPTS.values())
-    for col in ["trait", "prompt_index", "token_index", "token", "token_id", "segment"]:
+    for col in ["trait", "prompt_set", "prompt_index", "token_index", "token", "token_id", "segment"]:
         assert df[col].astype(object).tolist() == want[col].tolist(), col
     for col in value_columns("proj", L) + value_columns("cos", L):
         assert df[col].dtype == np.float32, col
@@ -147,7 +147,7 @@ def test_a_rebuilt_partition_leaves_the_others_untouched(table, tmp_path):
     before = {t: os.stat(partition_path(table_dir, t)).st_mtime_ns for t in TRAITS}
     time.sleep(0.01)
     exp = table["exp"]
-    build_partition([(0, f"{exp}/style/sycophancy/inference/residual_stream_activations/prompt_0.pt")],
+    build_partition([("default", 0, f"{exp}/style/sycophancy/inference/residual_stream_activations/prompt_0.pt")],
                     partition_path(table_dir, "style/sycophancy"))
     assert os.stat(partition_path(table_dir, "refusal")).st_mtime_ns == before["refusal"]
     df = pd.read_parquet(table_dir)
@@ -164,12 +164,12 @@ def test_stale_tokens_are_a_clear_error(table, tmp_path):
     path = f"{exp}/refusal/inference/residual_stream_activations/stale.pt"
     torch.save(rec, path)
     with pytest.raises(TraitflowError, match="tokens differ from its shared file"):
-        build_partition([(0, path)], str(tmp_path / "t.parquet"))
+        build_partition([("default", 0, path)], str(tmp_path / "t.parquet"))
     os.unlink(path)
 
 
 def test_build_table_checks_shapes():
-    p = {"prompt_index": 0, "tokens": ["a", "b"], "token_ids": [1, 2], "n_prompt": 1,
+    p = {"prompt_set": "default", "prompt_index": 0, "tokens": ["a", "b"], "token_ids": [1, 2], "n_prompt": 1,
          "projections": np.zeros((2, 4, 3)), "norms": np.ones((2, 3, 3))}
     with pytest.raises(TraitflowError, match="do not match"):
         build_table([p])

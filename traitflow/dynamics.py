@@ -197,6 +197,7 @@ def dynamics_record(trait, response, layer, point, span, scores, settings, metad
                                        "commitment_min_tokens", "smoothing")}
     return {
         "trait": trait,
+        "prompt_set": response.get("prompt_set", "default"),
         "prompt_index": response["prompt_index"],
         "prompt_text": response["prompt"]["text"],
         "response_text": response["response"]["text"],

@@ -117,9 +117,10 @@ def token_strings(tokenizer, ids):
     return [tokenizer.decode([i]) for i in ids]
 
 
-def response_record(index, prompt_text, prompt_ids, response_ids, tokenizer, settings, model):
+def response_record(index, prompt_text, prompt_ids, response_ids, tokenizer, settings, model, prompt_set="default"):
     return {
         "prompt_index": index,
+        "prompt_set": prompt_set,
         "prompt": {"text": prompt_text, "token_ids": list(prompt_ids),
                    "tokens": token_strings(tokenizer, prompt_ids), "n_tokens": len(prompt_ids)},
         "response": {"text": tokenizer.decode(response_ids, skip_special_tokens=True),

@@ -5,7 +5,9 @@ one partition per trait (trait=NAME/part-0.parquet, written by one job per
 trait, so a changed trait rebuilds only its own part). One row per (trait,
 prompt, token); columns:
 
-    prompt_index   int32   the prompt's index in the experiment
+    category       string  the trait's category (CATEGORY of CATEGORY/TRAIT; null for a trait without one)
+    prompt_set     string  the prompt set ("default": inference_prompts.txt; else inference/prompts/{set}.txt)
+    prompt_index   int32   the prompt's index in its set
     token_index    int32   counts prompt + response tokens from the first prompt token
                            (the dynamics' convention)
     token          string  the token's text
@@ -19,7 +21,7 @@ prompt, token); columns:
                            CATEGORY/TRAIT name is URI-encoded there, trait=CATEGORY%2FTRAIT,
                            and every reader decodes it)
 
-Rows are sorted by prompt_index, then token_index. Wide columns keep one row
+Rows are sorted by prompt_set (in the plan's order), prompt_index, then token_index. Wide columns keep one row
 per token (26 layers: 156 float columns) so the table stays small and fast to
 write, while pandas (`pd.read_parquet(dir)`), pyarrow
 (`pyarrow.dataset.dataset(dir, partitioning="hive")`) and DuckDB
@@ -72,17 +74,19 @@ def cosine(projections, norms):
     return np.divide(projections, norms, out=np.zeros_like(projections), where=norms > 0)
 
 
-def build_table(prompts):
+def build_table(prompts, category=None):
     """A pyarrow Table from one trait's prompts.
 
-    prompts: iterable of dicts with prompt_index, tokens (strings, prompt then
-    response), token_ids, n_prompt, projections [T, L, 3] and norms [T, L, 3]
-    (the shared residual norms); sorted here by prompt_index. Every prompt must
-    have the same L.
+    prompts: iterable of dicts with prompt_set, prompt_index, tokens (strings,
+    prompt then response), token_ids, n_prompt, projections [T, L, 3] and norms
+    [T, L, 3] (the shared residual norms), in set order; sorted here by
+    prompt_index within each set. Every prompt must have the same L.
     """
     import pyarrow as pa
 
-    prompts = sorted(prompts, key=lambda p: p["prompt_index"])
+    prompts = list(prompts)
+    set_order = list(dict.fromkeys(p["prompt_set"] for p in prompts))
+    prompts.sort(key=lambda p: (set_order.index(p["prompt_set"]), p["prompt_index"]))
     if not prompts:
         raise TraitflowError("projections table", "no prompts to tabulate")
     n_layers = np.asarray(prompts[0]["projections"]).shape[1]
@@ -95,7 +99,7 @@ def build_table(prompts):
     token_index = np.empty(rows, dtype=np.int32)
     response = np.empty(rows, dtype=bool)
     token_ids = np.empty(rows, dtype=np.int32)
-    tokens = []
+    tokens, sets = [], []
     r = 0
     for p, n in zip(prompts, lengths):
         pr = np.asarray(p["projections"], dtype=np.float32)
@@ -111,8 +115,11 @@ def build_table(prompts):
         response[r:r + n] = np.arange(n) >= p["n_prompt"]
         token_ids[r:r + n] = p["token_ids"]
         tokens.extend(p["tokens"])
+        sets.extend([p["prompt_set"]] * n)
         r += n
     columns = {
+        "category": pa.array([category] * rows, type=pa.string()),
+        "prompt_set": pa.array(sets, type=pa.string()),
         "prompt_index": pa.array(prompt_index),
         "token_index": pa.array(token_index),
         "token": pa.array(tokens, type=pa.string()),
@@ -155,7 +162,7 @@ def read_norms(shared_path):
         raise TraitflowError(shared_path, "shared file not found", "rerun the capture of its prompt") from None
 
 
-def read_prompt(path, prompt_index):
+def read_prompt(path, prompt_index, prompt_set="default"):
     """One (trait, prompt) all-layers .pt and its shared residual norms, as build_table wants them."""
     from .formats import load_pt, shared_file_of
 
@@ -165,14 +172,14 @@ def read_prompt(path, prompt_index):
     if list(shared_ids) != token_ids:
         raise TraitflowError(path, "tokens differ from its shared file", "rerun its capture (--forcerun)")
     projections = np.concatenate([rec["projections"]["prompt"].numpy(), rec["projections"]["response"].numpy()])
-    return {"prompt_index": prompt_index, "tokens": rec["prompt"]["tokens"] + rec["response"]["tokens"],
+    return {"prompt_set": prompt_set, "prompt_index": prompt_index, "tokens": rec["prompt"]["tokens"] + rec["response"]["tokens"],
             "token_ids": token_ids, "n_prompt": rec["prompt"]["n_tokens"], "projections": projections,
             "norms": norms}
 
 
-def build_partition(captures, out_path):
-    """Tabulate one trait: captures is [(prompt_index, all-layers .pt path)]; returns the table written."""
-    table = build_table(read_prompt(path, i) for i, path in captures)
+def build_partition(captures, out_path, category=None):
+    """Tabulate one trait: captures is [(prompt_set, prompt_index, all-layers .pt path)]; returns the table written."""
+    table = build_table((read_prompt(path, i, prompt_set) for prompt_set, i, path in captures), category)
     write_table(table, out_path)
     return table
 

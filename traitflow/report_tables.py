@@ -129,27 +129,41 @@ def constant_columns(df, skip=()):
     return out
 
 
+def _is_index(df, col):
+    """A token index column (indices count prompt + response tokens): summarised after the prompt."""
+    return col.endswith("_index") and col not in KEYS and "n_prompt" in df.columns
+
+
 def summary_by_trait(df, constants):
     """(columns, rows): one row per (trait, method) over every prompt.
 
     Numeric columns (read from the CSV, whatever metrics it holds) give their median over
-    the prompts; where some prompts have no value (no commitment point, say) the cell says
-    how many have one. Text columns appear only where one value holds for the whole group.
+    the prompts; token indices are counted from the first response token first (prompts
+    differ in length). Where some prompts have no value (no commitment point, say) the cell
+    says how many have one; a column no prompt has a value for says so. Text columns appear
+    only where one value holds for the whole group.
     """
     metrics = [c for c in df.columns if c not in KEYS and c not in LONG_TEXT and c not in constants]
     columns, rows = ["trait", "method", "prompts"], []
-    numeric = {c: _is_numeric(df[c]) for c in metrics}
+    empty = {c for c in metrics if df[c].isna().all()}
+    numeric = {c: c not in empty and _is_numeric(df[c]) for c in metrics}
     groups = list(df.groupby(["trait", "method"], sort=True))
-    shown = [c for c in metrics if numeric[c] or all(g[c].nunique(dropna=False) == 1 for _, g in groups)]
+    shown = [c for c in metrics if numeric[c] or c in empty
+             or all(g[c].nunique(dropna=False) == 1 for _, g in groups)]
     for c in shown:
-        columns.append(f"median {c}" if numeric[c] else c)
+        if not numeric[c]:
+            columns.append(c)
+        else:
+            columns.append(f"median {c} - n_prompt" if _is_index(df, c) else f"median {c}")
     for (trait, method), g in groups:
         row = [trait, method, len(g)]
         for c in shown:
-            values = g[c].dropna()
             if not numeric[c]:
-                row.append(g[c].iloc[0])
-            elif values.empty:
+                row.append(f"none of {len(g)}" if c in empty else g[c].iloc[0])
+                continue
+            values = (g[c] - g["n_prompt"]) if _is_index(df, c) else g[c]
+            values = values.dropna()
+            if values.empty:
                 row.append(f"none of {len(g)}")
             elif len(values) < len(g):
                 row.append(f"{fmt(float(values.median()))} ({len(values)} of {len(g)} have one)")

@@ -16,6 +16,7 @@ import functools
 import os
 import re
 import posixpath
+import shlex
 import sys
 import urllib.parse
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -136,6 +137,49 @@ def viewer_url(server, experiment):
     return f"http://{host}:{port}/viewer/?exp={urllib.parse.quote(experiment)}"
 
 
+def _program(name, relative=True):
+    """How to type a program of this Python's environment (.venv/bin/NAME) so that it runs as printed,
+    whether or not the environment is activated: relative to the current directory when it lies under it
+    (and relative is asked for), else absolute; bare NAME if the environment has none."""
+    path = os.path.abspath(os.path.join(os.path.dirname(sys.executable), name))
+    if not os.path.exists(path):
+        return name
+    here = os.getcwd()
+    return os.path.relpath(path, here) if relative and path.startswith(here + os.sep) else path
+
+
+def _quoted(words):
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def index_hint(workdir, experiment):
+    """The command that builds an experiment's viewer index, exactly as it can be pasted into a shell.
+
+    `--config experiment=NAME`: without it Snakemake plans the experiment named in config.yaml
+    (the demo) and has no rule for another experiment's index (MissingRuleException); it comes
+    last, as it reads every later word as a key=value pair. Run from another directory than the
+    workflow's, the command starts with `cd WORKDIR &&`.
+    """
+    here = os.path.abspath(workdir) == os.getcwd()
+    # --config last: it takes every word after it as key=value, a target included
+    command = _quoted([_program("snakemake", relative=here), "--cores", "1",
+                       f"experiments/{experiment}/viewer/index.json", "--config", f"experiment={experiment}"])
+    return command if here else f"cd {shlex.quote(os.path.abspath(workdir))} && {command}"
+
+
+def port_hint(args, port):
+    """A command that serves the same experiment on another port."""
+    here = os.path.abspath(args.workdir) == os.getcwd()
+    if here and args.host == "127.0.0.1" and os.path.exists("Makefile"):
+        return f"make view EXP={shlex.quote(args.exp)} PORT={port}"
+    command = [_program("python"), "-m", "traitflow.serve", "--exp", args.exp, "--port", str(port)]
+    if args.host != "127.0.0.1":
+        command += ["--host", args.host]
+    if not here:
+        command += ["--workdir", os.path.abspath(args.workdir)]
+    return _quoted(command)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Serve the traitflow viewer on localhost.")
     parser.add_argument("--exp", default="demo", help="experiment folder under experiments/ (default: demo)")
@@ -145,14 +189,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
     index = os.path.join(args.workdir, "experiments", args.exp, "viewer", "index.json")
     if not os.path.exists(index):
-        print(f"traitflow [view] warning: {index} not found; build it with "
-              f"`snakemake --cores 1 experiments/{args.exp}/viewer/index.json` (or run the workflow)", file=sys.stderr)
+        print(f"traitflow [view] warning: {index} not found; build it with `{index_hint(args.workdir, args.exp)}` "
+              "(or run the workflow)", file=sys.stderr, flush=True)
     try:
         server = make_server(args.workdir, args.exp, args.host, args.port)
     except OSError as err:
         if err.errno != errno.EADDRINUSE:
             raise
-        sys.exit(f"traitflow [view] error: port {args.port} is in use; fix: pick another, e.g. `make view PORT=8001`")
+        sys.exit(f"traitflow [view] error: port {args.port} is in use; fix: pick another, e.g. "
+                 f"`{port_hint(args, args.port + 1)}`")
     print(f"traitflow viewer for experiment '{args.exp}': {viewer_url(server, args.exp)}  (Ctrl-C to stop)", flush=True)
     try:
         server.serve_forever()

@@ -12,6 +12,11 @@ import json
 import numpy as np
 import pandas as pd
 
+def _category(trait):
+    """CATEGORY of a CATEGORY/TRAIT name, None for a trait directly under the experiment."""
+    return trait.split("/")[0] if "/" in trait else None
+
+
 def _backward(diffs, lag, n):
     """Difference arrays aligned to the token they arrive at: NaN for the first lag tokens."""
     return np.concatenate([np.full(min(lag, n), np.nan), np.asarray(diffs, dtype=np.float64)])
@@ -23,7 +28,8 @@ def token_rows(rec):
     for method, scores in rec["scores"].items():
         dyn = rec["dynamics"][method]
         frames.append(pd.DataFrame({
-            "trait": rec["trait"], "method": method, "prompt_index": rec["prompt_index"],
+            "trait": rec["trait"], "category": _category(rec["trait"]), "method": method,
+            "prompt_set": rec.get("prompt_set", "default"), "prompt_index": rec["prompt_index"],
             "token_index": np.arange(n), "token": rec["tokens"],
             "segment": np.where(np.arange(n) < n_prompt, "prompt", "response"),
             "score": np.asarray(scores, dtype=np.float64),
@@ -38,7 +44,8 @@ def summary_rows(rec):
     for method, dyn in rec["dynamics"].items():
         peak, commit, persist = dyn["peak"] or {}, dyn["commitment_point"] or {}, dyn["persistence"]
         rows.append({
-            "trait": rec["trait"], "method": method, "prompt_index": rec["prompt_index"],
+            "trait": rec["trait"], "category": _category(rec["trait"]), "method": method,
+            "prompt_set": rec.get("prompt_set", "default"), "prompt_index": rec["prompt_index"],
             "prompt_text": rec["prompt_text"], "response_text": rec["response_text"],
             "n_prompt": rec["n_prompt"], "n_response": rec["n_response"],
             "layer": rec["layer"], "point": rec["point"], "span": rec["span"],
@@ -47,6 +54,7 @@ def summary_rows(rec):
             "peak_velocity": dyn["peak_velocity"], "peak_velocity_index": dyn["peak_velocity_index"],
             "mean_abs_velocity": dyn["mean_abs_velocity"],
             "commitment_index": commit.get("index"), "commitment_token": commit.get("token"),
+            "commitment_score_threshold": dyn.get("commitment_score_threshold"),
             "persistence_count": persist["count"], "persistence_longest_run": persist["longest_run"],
             "persistence_threshold": persist["threshold"],
         })
@@ -66,7 +74,7 @@ def dynamics_tables(paths):
     summary = pd.DataFrame([row for rec in records for row in summary_rows(rec)])
     for col in _NULLABLE_INTS:
         summary[col] = summary[col].astype("Int64")  # null stays null, not a float NaN
-    keys = ["trait", "method", "prompt_index"]
+    keys = ["trait", "method", "prompt_set", "prompt_index"]
     tokens = tokens.sort_values(keys + ["token_index"], kind="stable", ignore_index=True)
     summary = summary.sort_values(keys, kind="stable", ignore_index=True)
     return tokens, summary

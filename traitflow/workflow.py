@@ -48,6 +48,9 @@ class TraitPlan:
         return self.name.split("/")[0] if "/" in self.name else None
 
 
+DEFAULT_SET = "default"  # inference_prompts.txt (or prompts_file / prompts): the seed's paths, no set folder
+
+
 @dataclass
 class Plan:
     experiment: str
@@ -56,11 +59,20 @@ class Plan:
     model_path: str  # what from_pretrained loads
     model_files: list  # inputs that must exist before a model loads
     n_layers: int
-    prompts: list
-    shards: list  # [[prompt index, ...], ...]
+    prompts: list  # every prompt text, by plan-wide id g (the default set first)
+    shards: list  # [[g, ...], ...]: each shard within one prompt set
     traits: dict = field(default_factory=dict)  # name -> TraitPlan
     hidden_size: int | None = None
     context: int | None = None  # max_position_embeddings
+    prompt_refs: list = field(default_factory=list)  # g -> (prompt set, index within the set)
+    shard_names: list = field(default_factory=list)  # shard k -> "shard{j}" or "{set}_shard{j}" (stable per set)
+
+    def prompt_set(self, g):
+        return self.prompt_refs[g][0] if self.prompt_refs else DEFAULT_SET
+
+    def prompt_index(self, g):
+        """Index of plan-wide prompt g within its set: its files are prompt_{index}."""
+        return self.prompt_refs[g][1] if self.prompt_refs else g
 
     @property
     def ok_traits(self):
@@ -295,6 +307,51 @@ def load_prompt_list(config, exp_dir):
     return read_prompts(prompts_source(config, exp_dir))
 
 
+SET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
+def prompt_set_files(exp_dir):
+    """{set name: file} for experiments/{exp}/inference/prompts/{set}.txt or .jsonl."""
+    folder = os.path.join(exp_dir, "inference", "prompts")
+    found = {}
+    for f in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        name, ext = os.path.splitext(f)
+        if ext not in (".txt", ".jsonl"):
+            continue
+        path = os.path.join(folder, f)
+        if not SET_NAME.match(name) or name == DEFAULT_SET:
+            raise TraitflowError(path, f"'{name}' cannot name a prompt set (it becomes a folder name; "
+                                 f"'{DEFAULT_SET}' is inference_prompts.txt)",
+                                 "rename the file with letters, digits, '_' and '-' only")
+        if name in found:
+            raise TraitflowError(path, f"prompt set '{name}' is also {found[name]}", "keep one of the two files")
+        found[name] = path
+    return found
+
+
+def load_prompt_sets(config, exp_dir):
+    """{set: [prompts]}: the default set (inference_prompts.txt, prompts_file or prompts) when it
+    exists, then the named sets of inference/prompts/, as chosen by config prompt_sets."""
+    named = prompt_set_files(exp_dir)
+    default_exists = bool(config.get("prompts")) or os.path.exists(prompts_source(config, exp_dir))
+    wanted = config.get("prompt_sets", "all")
+    if wanted == "all":
+        wanted = ([DEFAULT_SET] if default_exists or not named else []) + list(named)
+    sets = {}
+    for name in dict.fromkeys(wanted):
+        if name == DEFAULT_SET:
+            sets[name] = load_prompt_list(config, exp_dir)
+        elif name in named:
+            sets[name] = read_prompts(named[name])
+        else:
+            close = difflib.get_close_matches(name, [DEFAULT_SET, *named], n=1)
+            raise TraitflowError(f"config prompt_sets: '{name}'", "no such prompt set",
+                                 (f"did you mean '{close[0]}'? " if close else "")
+                                 + f"sets: {', '.join([DEFAULT_SET] * default_exists + list(named)) or 'none'} "
+                                 f"(a set is {exp_dir}/inference/prompts/NAME.txt)")
+    return sets
+
+
 def check_prompt_lengths(prompts, where, tokenizer_dir, context, max_new_tokens):
     """Refuse, before any model loads, a prompt that cannot fit the model's context.
 
@@ -493,11 +550,21 @@ def make_plan(config):
         raise experiment_not_found(exp_dir)
     model_cfg = model_config(config)
     n_layers = int(model_cfg["num_hidden_layers"])
-    prompts = load_prompt_list(config, exp_dir)
+    prompt_sets = load_prompt_sets(config, exp_dir)
     context = model_cfg.get("max_position_embeddings")
     if context:
-        check_prompt_lengths(prompts, prompts_source(config, exp_dir), model_dir(config), int(context),
-                             config["generation"]["max_new_tokens"])
+        named = prompt_set_files(exp_dir)
+        for name, texts in prompt_sets.items():
+            where = prompts_source(config, exp_dir) if name == DEFAULT_SET else named[name]
+            check_prompt_lengths(texts, where, model_dir(config), int(context), config["generation"]["max_new_tokens"])
+    prompts = [p for texts in prompt_sets.values() for p in texts]
+    refs = [(name, i) for name, texts in prompt_sets.items() for i in range(len(texts))]
+    shards, shard_names, start = [], [], 0
+    for name, texts in prompt_sets.items():
+        per_set = shard(list(range(start, start + len(texts))), config["capture"]["prompts_per_job"])
+        shards += per_set
+        shard_names += [f"shard{j}" if name == DEFAULT_SET else f"{name}_shard{j}" for j in range(len(per_set))]
+        start += len(texts)
     layer = config["vector"].get("layer")
     if layer is not None and layer >= n_layers:
         raise TraitflowError("config vector.layer", f"layer {layer} does not exist (the model has layers "
@@ -511,9 +578,9 @@ def make_plan(config):
                              "category folder)", f"add {exp_dir}/TRAIT/extraction/ with positive.txt and negative.txt, "
                              "or vectors/")
     plan = Plan(experiment=exp, exp_dir=exp_dir, model=config["model"], model_path=model_path(config),
-                model_files=_model_files(config), n_layers=n_layers, prompts=prompts,
-                shards=shard(list(range(len(prompts))), config["capture"]["prompts_per_job"]),
-                hidden_size=int(model_cfg["hidden_size"]), context=int(context) if context else None)
+                model_files=_model_files(config), n_layers=n_layers, prompts=prompts, shards=shards,
+                hidden_size=int(model_cfg["hidden_size"]), context=int(context) if context else None,
+                prompt_refs=refs, shard_names=shard_names)
     for name in names:
         plan.traits[name] = plan_trait(exp_dir, name, config["vector"], n_layers, config["model"])
         if name not in discovered and not trait_name_problem(name) and not os.path.isdir(os.path.join(exp_dir, name)):

@@ -35,7 +35,7 @@ const STATS = { mean: "mean over response tokens", peak: "peak (largest |score|,
 const $ = (id) => document.getElementById(id);
 const state = { exp: null, index: null, overview: null, page: "prompt", trait: null, prompt: null, point: null,
   layer: null, measure: "projection", stat: "mean", sort: null, sortDir: -1, token: null, method: null,
-  deepLayer: null, zoom: null, start: 0, search: "" }; // token null: the first response token
+  deepLayer: null, zoom: null, start: 0, search: "", set: null }; // token null: the first response token
 let renderId = 0;
 let heatmapMarked = false;
 
@@ -138,6 +138,15 @@ function fmt(v) {
 
 function fmt3(v) { // three significant digits, as the overview stores them
   return Number.isFinite(v) ? String(Number(v.toPrecision(3))) : "n/a";
+}
+
+// A prompt's name: its number within its prompt set, prefixed by the set unless it is the default one.
+function promptName(p) {
+  return p && p.prompt_set && p.prompt_set !== "default" ? `${p.prompt_set}/${p.set_index}` : `${p ? p.set_index ?? p.index : "?"}`;
+}
+
+function promptsOfSet() {
+  return state.index.prompts.filter((p) => !state.set || (p.prompt_set || "default") === state.set);
 }
 
 function shortText(text, max = 70) {
@@ -985,10 +994,12 @@ function renderOverview(ov) {
   const p = ov.sublayers.indexOf(state.point);
   const layer = Math.min(state.layer, ov.n_layers - 1);
   const texts = new Map(ix.prompts.map((q) => [q.index, q.text]));
+  const names = new Map(ix.prompts.map((q) => [q.index, promptName(q)]));
+  const inSet = new Set(promptsOfSet().map((q) => q.index));
   const traitNames = ov.traits;
   const values = traitNames.map((_, a) => ov.prompts.map((_, b) => overviewValue(ov, a, b, layer, p)));
   const limit = values.flat().reduce((m, v) => (Number.isFinite(v) ? Math.max(m, Math.abs(v)) : m), 0);
-  const order = ov.prompts.map((_, b) => b);
+  const order = ov.prompts.map((_, b) => b).filter((b) => inSet.has(ov.prompts[b]));
   const sortBy = traitNames.indexOf(state.sort);
   if (sortBy >= 0) {
     order.sort((x, y) => {
@@ -1019,11 +1030,11 @@ function renderOverview(ov) {
     const text = texts.get(index) ?? "";
     const tr = el("tr", { "data-prompt": index });
     tr.appendChild(el("th", { class: "prompt-head", scope: "row", "data-prompt": index, title: text },
-      `#${index} ${shortText(text, 48)}`));
+      `#${names.get(index)} ${shortText(text, 48)}`));
     traitNames.forEach((name, a) => {
       const v = values[a][b];
       const td = el("td", { class: "ov-cell", "data-trait": name, "data-prompt": index, "data-value": v,
-        title: `${name} on prompt #${index}: ${state.stat} ${measureName()} at layer ${layer}, ${state.point} `
+        title: `${name} on prompt #${names.get(index)}: ${state.stat} ${measureName()} at layer ${layer}, ${state.point} `
           + `= ${fmt3(v)}\n\n${text}` },
       fmt3(v));
       td.style.backgroundColor = diverging(v, limit); // CSSOM: allowed under style-src 'self'
@@ -1050,13 +1061,13 @@ function renderOverview(ov) {
     const index = Number(cell.dataset.prompt);
     const trait = cell.dataset.trait;
     $("overview-hover").textContent = (trait ? `${trait}: ${fmt3(Number(cell.dataset.value))} \u2014 ` : "")
-      + `prompt #${index}: ${texts.get(index) ?? ""}`;
+      + `prompt #${names.get(index)}: ${texts.get(index) ?? ""}`;
   });
   view.replaceChildren(table);
   Object.assign(view.dataset, { layer, point: state.point, stat: state.stat, measure: state.measure,
     sort: state.sort || "", dir: state.sortDir });
   colourBar($("overview-legend"), limit, `${STATS[state.stat]}, ${MEASURES[state.measure]}`);
-  $("overview-title").textContent = `${traitNames.length} traits \u00d7 ${ov.prompts.length} prompts, `
+  $("overview-title").textContent = `${traitNames.length} traits \u00d7 ${order.length} prompts, `
     + `${state.stat} ${measureName()} at layer ${layer}, ${state.point}`;
 }
 
@@ -1078,6 +1089,27 @@ function openOverview() {
 
 // ---------- controls and state ----------
 
+// Traits grouped by category (CATEGORY/TRAIT names), ungrouped traits first.
+function fillTraits(select, traits, value) {
+  const groups = new Map();
+  traits.forEach((t) => {
+    const key = t.category || "";
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push(el("option", { value: t.name },
+      `${t.category ? t.name.slice(t.category.length + 1) : t.name} (${t.method}, layer ${t.vector_layer})`));
+  });
+  if (select.options.length !== traits.length) {
+    const sorted = [...groups].sort(([a], [b]) => (a > b) - (a < b));
+    select.replaceChildren(...sorted.flatMap(([category, options]) => {
+      if (!category) return options;
+      const group = el("optgroup", { label: category });
+      group.append(...options);
+      return [group];
+    }));
+  }
+  select.value = String(value);
+}
+
 function fillSelect(select, options, value) {
   const same = select.options.length === options.length
     && options.every(([v, text], i) => select.options[i].value === String(v) && select.options[i].text === text);
@@ -1091,6 +1123,7 @@ function syncUrl(push = false) {
     params.set("prompt", state.prompt);
     params.set("trait", state.trait);
   }
+  if (state.set && state.set !== "default") params.set("set", state.set);
   params.set("point", state.point);
   params.set("layer", state.layer);
   if (state.measure !== "projection") params.set("measure", state.measure);
@@ -1137,15 +1170,24 @@ function jumpToMatch(step) {
 
 function setupControls() {
   const ix = state.index;
-  fillSelect($("trait-select"), ix.traits.map((t) => [t.name, `${t.name} (${t.method}, layer ${t.vector_layer})`]),
-    state.trait);
-  fillSelect($("prompt-select"), ix.prompts.map((p) => [p.index, `${p.index}: ${shortText(p.text)}`]), state.prompt);
+  fillTraits($("trait-select"), ix.traits, state.trait);
+  fillSelect($("set-select"), (ix.prompt_sets || ["default"]).map((s) => [s, s]), state.set);
+  $("set-select").closest("label").hidden = (ix.prompt_sets || []).length < 2;
+  fillSelect($("prompt-select"), promptsOfSet().map((p) => [p.index, `${promptName(p)}: ${shortText(p.text)}`]),
+    state.prompt);
   fillSelect($("point-select"), ix.sublayers.map((s) => [s, s]), state.point);
   fillSelect($("layer-select"), [...Array(ix.n_layers).keys()].map((l) => [l, `layer ${l}`]), state.layer);
   fillSelect($("measure-select"), Object.keys(MEASURES).map((m) => [m, m]), state.measure);
   fillSelect($("stat-select"), Object.keys(STATS).map((s) => [s, s]), state.stat);
   const on = (id, apply) => $(id).addEventListener("change", (e) => { apply(e.target.value); update(); });
   on("trait-select", (v) => { state.trait = v; });
+  on("set-select", (v) => {
+    state.set = v;
+    const first = promptsOfSet()[0];
+    if (first && !promptsOfSet().some((p) => p.index === state.prompt)) [state.prompt, state.token] = [first.index, null];
+    fillSelect($("prompt-select"), promptsOfSet().map((p) => [p.index, `${promptName(p)}: ${shortText(p.text)}`]),
+      state.prompt);
+  });
   on("prompt-select", (v) => { state.prompt = Number(v); state.token = null; state.start = 0; });
   on("point-select", (v) => { state.point = v; });
   on("layer-select", (v) => { state.layer = Number(v); });
@@ -1322,6 +1364,10 @@ function readParams() {
   const prompt = Number(params.get("prompt"));
   const hasPrompt = params.has("prompt") && ix.prompts.some((p) => p.index === prompt);
   state.prompt = hasPrompt ? prompt : (state.prompt ?? ix.prompts[0].index);
+  const sets = ix.prompt_sets || ["default"];
+  const current = ix.prompts.find((p) => p.index === state.prompt);
+  state.set = sets.includes(params.get("set")) && !hasPrompt ? params.get("set")
+    : ((current && current.prompt_set) || sets[0]);
   state.page = hasPrompt || !ix.overview ? "prompt" : "overview";
   const point = params.get("point");
   state.point = ix.sublayers.includes(point) ? point : ix.sublayers[ix.sublayers.length - 1];
@@ -1354,7 +1400,7 @@ async function main() {
     state.index = await loadJSON("viewer/index.json");
   } catch (err) {
     $("message").textContent = `No viewer index for experiment "${state.exp}" (${err.message}). Build it with: `
-      + `snakemake --cores 1 experiments/${state.exp}/viewer/index.json`;
+      + `snakemake --cores 1 experiments/${state.exp}/viewer/index.json --config experiment=${state.exp}`;
     document.body.dataset.state = "error";
     return;
   }
@@ -1366,7 +1412,8 @@ async function main() {
   }
   readParams();
   $("experiment-info").textContent = `experiment ${ix.experiment}, model ${ix.model}, ${ix.n_layers} layers, `
-    + `${ix.traits.length} traits, ${ix.prompts.length} prompts`;
+    + `${ix.traits.length} traits, ${ix.prompts.length} prompts`
+    + (Object.keys(ix.left_out || {}).length ? `; left out: ${Object.entries(ix.left_out).map(([t, why]) => `${t} (${why})`).join("; ")}` : "");
   setupControls();
   await update();
 }
