@@ -57,12 +57,12 @@ view: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(BIN)/snakemake --lint
 
-# Every generated file of one experiment (EXP, default demo): the workflow's own outputs, found by
-# Snakemake from the plan (extracted vectors included; vectors you brought are inputs and stay),
-# then its logs and manifests. The demo model (resources/models) is shared by experiments: `make clean-all`.
+# Every generated file of one experiment (EXP, default demo): the workflow's own outputs under
+# experiments/EXP, as Snakemake lists them from the plan (extracted vectors included; vectors you
+# brought are inputs and stay), then its logs and manifests. The demo model is shared: `make clean-all`.
 clean: $(VENV)/.installed
-	$(BIN)/snakemake --cores 1 --delete-all-output --config experiment=$(EXP) --quiet all
-	rm -rf logs/$(EXP) manifests/$(EXP) experiments/$(EXP)/report.html
+	$(BIN)/snakemake --cores 1 --delete-all-output --dry-run --quiet all --config experiment=$(EXP) | sed -n 's|^Would delete \(experiments/$(EXP)/.*\)$$|\1|p' | xargs -r -d '\n' rm -rf --
+	rm -rf logs/$(EXP) manifests/$(EXP)
 
 clean-all: clean
 	rm -rf resources/models .snakemake report.html

@@ -17,7 +17,9 @@ from traitflow.workflow import DEFAULT_SET, DEMO_MODEL_DIR, check_config, drop_u
 RUN_START = time.time()
 try:  # every problem found before a model loads is one line on screen, no traceback
     check_config(config, f"{workflow.basedir}/schemas/config.schema.yaml",
-                 [*workflow.config_settings.configfiles, *workflow.configfiles], workflow.config_settings.config)
+                 # where a key came from: the last file that sets it wins, so search from the last
+                 [*workflow.config_settings.configfiles, *reversed(workflow.configfiles)],
+                 workflow.config_settings.config)
     validate(config, "../schemas/config.schema.yaml", set_default=True)  # fills in the defaults
     PLAN = make_plan(config)
     DYNAMICS = plan_dynamics(PLAN, config["dynamics"])  # {trait: {layer, methods}}
@@ -246,7 +248,8 @@ def extracted_vectors():
         for m in EXTRACTED_METHODS
         for l in range(PLAN.n_layers)
     ]
-    return vectors + [metadata_path(v) for v in vectors]
+    # The extraction's own .gitignore lists these files: generated, unlike the vectors a user brings.
+    return vectors + [metadata_path(v) for v in vectors] + [f"{EXP}/{{trait}}/extraction/vectors/.gitignore"]
 
 
 def trait_vector(wildcards):

@@ -7,7 +7,7 @@
 # one for the tables (pandas). Figure jobs read the per-trait .pt through traitflow.formats.load_capture,
 # so they depend on the capture manifests of the shards holding the reported prompts.
 # A report entry's details are its job's wildcards and params, so params stay short: path patterns
-# ({prompt}, {trait} filled in by the script) and counts, never one path per prompt.
+# ({file}, {trait} filled in by the scripts) and file stems, never one path per (trait, prompt).
 from traitflow.report_tables import prompt_number, report_label
 from traitflow.vectors import EXTRACTED_METHODS, metadata_path
 
@@ -31,16 +31,42 @@ def report_prompt_labels(wildcards):
 
 
 def report_vectors():
-    """{trait: method, layer, vector path, whether extraction made it}: what the vector quality table reads."""
-    return {t.name: {"method": t.method, "layer": t.layer, "vector": t.vector_path,
-                     "extracted": t.extract and t.method in EXTRACTED_METHODS}
+    """{trait: method, layer, whether extraction made the vector}: the vector quality table's rows."""
+    return {t.name: {"method": t.method, "layer": t.layer, "extracted": t.extract and t.method in EXTRACTED_METHODS}
             for t in PLAN.ok_traits}
 
 
 def report_vector_metadata(wildcards):
     """The metadata file of each trait's vector: extraction writes it; a vector brought in may have one."""
-    return [metadata_path(v["vector"]) for v in report_vectors().values()
-            if v["extracted"] or os.path.exists(metadata_path(v["vector"]))]
+    return [metadata_path(t.vector_path) for t in PLAN.ok_traits
+            if report_vectors()[t.name]["extracted"] or os.path.exists(metadata_path(t.vector_path))]
+
+
+def report_stem(g):
+    """Prompt g's file stem: prompt_{i}, or {set}/prompt_{i} for a named prompt set (as response_path names it)."""
+    return response_path(g)[len(f"{EXP}/inference/responses/"): -len(".json")]
+
+
+def report_files():
+    """The reported prompts' file stems, in order: figure prompt_{g}.png shows report_files()[g]."""
+    return [report_stem(g) for g in report_prompts()]
+
+
+def file_pattern(path):
+    """A path helper's answer for prompt 0 as a pattern, '{file}' where the stem goes (the scripts fill it in):
+    params stay one pattern long whatever the number of prompts."""
+    tail = report_stem(0) + os.path.splitext(path)[1]
+    if not path.endswith(tail):
+        raise ValueError(f"{path} does not end with {tail}")
+    return path[: -len(tail)] + "{file}" + os.path.splitext(path)[1]
+
+
+def report_prompt_ids():
+    """{prompt set: [index within it]} of the reported prompts (how the dynamics table names prompts)."""
+    ids = {}
+    for g in report_prompts():
+        ids.setdefault(PLAN.prompt_set(g), []).append(PLAN.prompt_index(g))
+    return ids
 
 
 REPORT_TABLES = {name: f"{EXP}/report/tables/{name}.html" for name in ("vector_quality", "dynamics_summary")}
@@ -66,10 +92,10 @@ rule report_heatmaps:
             labels=report_prompt_labels,
         ),
     params:
-        n_prompts=len(report_prompts()),  # the first N prompts
+        files=report_files(),  # the first report.max_prompts prompts; figure i shows files[i]
         point=config["report"]["point"],
-        captures=lambda w: all_layers_path(w.trait, "{prompt}", "pt"),
-        responses=lambda w: response_path("{prompt}"),
+        captures=lambda w: file_pattern(all_layers_path(w.trait, 0, "pt")),
+        responses=lambda w: file_pattern(response_path(0)),
     log:
         f"{LOGS}/report/heatmaps_{{trait}}.log",
     conda:
@@ -90,12 +116,12 @@ rule report_cross_trait:
             labels=report_prompt_labels,
         ),
     params:
-        n_prompts=len(report_prompts()),
+        files=report_files(),
         traits=TRAITS,
         layer=report_layer(),
         point=config["report"]["point"],
-        captures=lambda w: all_layers_path("{trait}", "{prompt}", "pt"),
-        responses=lambda w: response_path("{prompt}"),
+        captures=lambda w: file_pattern(all_layers_path("{trait}", 0, "pt")),
+        responses=lambda w: file_pattern(response_path(0)),
     log:
         f"{LOGS}/report/cross_trait.log",
     conda:
@@ -114,7 +140,7 @@ rule report_tables:
         dynamics_summary=report(REPORT_TABLES["dynamics_summary"], caption="../report/dynamics_summary.rst",
                                 category="1. Tables", labels={"table": "dynamics summary"}),
     params:
-        n_prompts=len(report_prompts()),  # per-prompt dynamics rows for the prompts with figures
+        prompts=report_prompt_ids(),  # per-prompt dynamics rows for the prompts with figures
         vectors=lambda w: report_vectors(),
         hidden_size=PLAN.hidden_size,
         model=config["model"],

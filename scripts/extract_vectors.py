@@ -1,6 +1,7 @@
 """Extract mean_diff and probe vectors at every layer for one trait."""
 
 import logging
+import os
 
 from traitflow.scripting import run_script
 
@@ -22,17 +23,24 @@ def main(smk):
     dtype = model_dtype(model)
     wanted = set(smk.output)
     for layer in range(pos.shape[1]):
-        vectors = {"mean_diff": (extract.mean_diff(pos[:, layer], neg[:, layer]), None),
-                   "probe": extract.probe(pos[:, layer], neg[:, layer])}
-        for method, (vec, acc) in vectors.items():
+        heldout, heldout_n = extract.heldout_accuracy(pos[:, layer], neg[:, layer])
+        vectors = {"mean_diff": (extract.mean_diff(pos[:, layer], neg[:, layer]), None, {}),
+                   "probe": (*extract.probe(pos[:, layer], neg[:, layer]),
+                             {"heldout_accuracy": heldout, "heldout_n": heldout_n, "heldout": "5-fold cross-validation"})}
+        for method, (vec, acc, quality) in vectors.items():
             path = next(p for p in wanted if p.endswith(f"/{method}_layer{layer}.pt"))
             save_pt(vec.contiguous(), path)
             save_json({"trait": smk.wildcards.trait, "method": method, "layer": layer,
                        "model": smk.params.model, "n_positive": len(pos_texts), "n_negative": len(neg_texts),
-                       "norm": float(vec.norm()), "train_accuracy": acc,
+                       "norm": float(vec.norm()), "train_accuracy": acc, **quality,
                        "features": "token-mean residual_out, special tokens left out",
                        "dtype": dtype, "device": smk.params.device.split(":")[0]}, metadata_path(path), indent=1)
         logging.info("layer %d extracted", layer)
+    # Extracted vectors are generated files: git ignores them, and not the vectors a user brings.
+    gitignore = next(p for p in smk.output if p.endswith("/.gitignore"))
+    names = sorted(os.path.basename(p) for p in smk.output)  # the vectors, their metadata, this file
+    with open(gitignore, "w", encoding="utf-8") as fh:
+        fh.write("# written by traitflow's extraction: these files are generated\n" + "\n".join(names) + "\n")
 
 
 run_script(snakemake, main)  # noqa: F821

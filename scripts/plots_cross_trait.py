@@ -12,10 +12,10 @@ def main(smk):
     p = smk.params
     out_dir = smk.output[0]
     os.makedirs(out_dir, exist_ok=True)
-    for i in range(p.n_prompts):
-        captures = {trait: load_capture(p.captures.replace("{trait}", trait).replace("{prompt}", str(i)))
+    for i, f in enumerate(p.files):  # figure i: the i-th prompt
+        captures = {trait: load_capture(p.captures.replace("{trait}", trait).replace("{file}", f))
                     for trait in p.traits}
-        text = load_json(p.responses.replace("{prompt}", str(i)))["prompt"]["text"]
+        text = load_json(p.responses.replace("{file}", f))["prompt"]["text"]
         save_figure(cross_trait_figure(captures, p.layer, p.point, text), os.path.join(out_dir, f"prompt_{i}.png"))
 
 

@@ -12,13 +12,12 @@ def main(smk):
     p = smk.params
     out_dir = smk.output[0]
     os.makedirs(out_dir, exist_ok=True)
-    prompts = range(p.n_prompts)
-    captures = {i: load_capture(p.captures.replace("{prompt}", str(i))) for i in prompts}
+    captures = [load_capture(p.captures.replace("{file}", f)) for f in p.files]  # figure i: the i-th prompt
     # One colour scale for the trait's figures: the same colour is the same score in every prompt.
-    limit = colour_limit(captures.values(), p.point)
-    for i in prompts:
-        text = load_json(p.responses.replace("{prompt}", str(i)))["prompt"]["text"]
-        save_figure(heatmap_figure(captures[i], p.point, text, limit=limit), os.path.join(out_dir, f"prompt_{i}.png"))
+    limit = colour_limit(captures, p.point)
+    for i, (f, capture) in enumerate(zip(p.files, captures)):
+        text = load_json(p.responses.replace("{file}", f))["prompt"]["text"]
+        save_figure(heatmap_figure(capture, p.point, text, limit=limit), os.path.join(out_dir, f"prompt_{i}.png"))
 
 
 run_script(snakemake, main)  # noqa: F821

@@ -6,15 +6,14 @@ from traitflow.scripting import run_script
 
 
 def main(smk):
-    from traitflow.report_tables import (dynamics_summary_html, read_summary, vector_quality_html,
+    from traitflow.report_tables import (dynamics_summary_html, find_metadata, read_summary, vector_quality_html,
                                          vector_quality_rows, write_text)
-    from traitflow.vectors import read_metadata
 
     p = smk.params
     summary = read_summary(smk.input.dynamics_summary)
     write_text(smk.output.dynamics_summary,
-               dynamics_summary_html(summary, range(p.n_prompts), smk.input.dynamics_summary))
-    metadata = {trait: read_metadata(v["vector"]) for trait, v in p.vectors.items()}
+               dynamics_summary_html(summary, p.prompts, smk.input.dynamics_summary))
+    metadata = find_metadata(p.vectors, smk.input.vector_metadata)
     rows = vector_quality_rows(p.vectors, metadata, p.hidden_size, p.model)
     write_text(smk.output.vector_quality, vector_quality_html(rows))
     logging.info("dynamics summary: %d rows; vector quality: %d traits", len(summary), len(rows))

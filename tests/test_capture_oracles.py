@@ -94,10 +94,10 @@ def test_logit_lens_last_layer_is_the_models_own_prediction(tiny_model):
 
 def test_token_mean_residuals_leave_out_padding_and_masked_tokens(captured):
     model, seqs, _, caps = captured
-    from traitflow.capture import token_mean_residuals
+    from traitflow.extract import token_means
 
     keep = [[k > 0 for k in range(len(s))] for s in seqs]  # leave out the first token (BOS)
-    means = token_mean_residuals(model, seqs, keep, batch_size=8)
+    means = token_means(model, seqs, keep, batch_size=8)
     for k, cap in enumerate(caps):
         torch.testing.assert_close(means[k], cap.residuals[1:, :, 2].mean(0), atol=1e-5, rtol=1e-5)
 

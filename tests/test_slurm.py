@@ -56,6 +56,7 @@ def use_test_cluster(workdir):
     with open(overlay) as fh:
         model_jobs = yaml.safe_load(fh)
     model_jobs["resources"]["mem_mb"] = MODEL_JOB_MEM_MB  # the node's memory, not a GPU server's
+    model_jobs["capture"] = {"device": "cpu"}  # the test cluster's GPUs are placeholder device files
     with open(overlay, "w") as fh:
         yaml.safe_dump(model_jobs, fh)
     return profile

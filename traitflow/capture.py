@@ -151,34 +151,3 @@ def capture(model, sequences, vectors=None, batch_size=8, attention=True, keep_r
     run_batched([len(s) for s in sequences], batch_size, run_batch, what="sequence", token_budget=token_budget,
                 labels=labels)
     return results
-
-
-@torch.no_grad()
-def token_mean_residuals(model, sequences, keep=None, batch_size=8):
-    """[n_sequences, layers, d_model] float32: the mean of residual_out over each sequence's kept tokens.
-
-    The mean is taken on the device inside the hook, with the padding mask (and
-    keep: per sequence, a list of booleans, False for tokens to leave out such as
-    BOS and other special tokens), so no [batch, tokens, layers, d_model] tensor exists.
-    """
-    device = next(model.parameters()).device
-    n_layer, d_model = n_layers(model), model.config.hidden_size
-    pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
-    out = torch.empty(len(sequences), n_layer, d_model)
-    for group in batches(sequences, batch_size):
-        ids, mask, positions = left_pad([sequences[i] for i in group], pad_id, device)
-        weights = mask.float()
-        if keep is not None:
-            for b, i in enumerate(group):
-                weights[b, ids.shape[1] - len(sequences[i]):] *= torch.tensor(keep[i], dtype=torch.float32, device=device)
-        weights = weights / weights.sum(-1, keepdim=True).clamp_min(1.0)
-        sums = torch.empty(len(group), n_layer, d_model, device=device)
-
-        def on_residual(layer, point, h):
-            if point == 2:
-                sums[:, layer] = torch.einsum("bt,btd->bd", weights, h.float())
-
-        with residual_hooks(model, on_residual):
-            model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False, logits_to_keep=1)
-        out[group] = sums.cpu()
-    return out

@@ -10,6 +10,7 @@ by a token budget, halved on CUDA out-of-memory (traitflow.batching).
 import torch
 
 from .batching import run_batched
+from .capture import left_pad
 from .errors import TraitflowError
 from .hooks import residual_hooks
 
@@ -26,17 +27,6 @@ def read_examples(path):
     return examples
 
 
-def _left_pad(sequences, pad_id, device):
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for b, seq in enumerate(sequences):
-        ids[b, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
-        mask[b, width - len(seq):] = 1
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    return ids.to(device), mask.to(device), positions.to(device)
-
-
 @torch.no_grad()
 def token_means(model, sequences, keep=None, batch_size=8, token_budget=None, labels=None):
     """[n, layers, d_model] float32: each sequence's mean residual_out over its kept tokens, per layer.
@@ -51,7 +41,7 @@ def token_means(model, sequences, keep=None, batch_size=8, token_budget=None, la
     out = torch.empty(len(sequences), n_layer, d_model)
 
     def run_batch(group):
-        ids, mask, positions = _left_pad([sequences[i] for i in group], pad_id, device)
+        ids, mask, positions = left_pad([sequences[i] for i in group], pad_id, device)
         weights = mask.float()
         if keep is not None:
             for b, i in enumerate(group):
@@ -113,3 +103,27 @@ def probe(pos, neg, steps=200, l2=1e-3):
     with torch.no_grad():
         acc = (((z @ w + b) > 0).double() == y).double().mean().item()
         return (w / sd).float().detach(), acc
+
+
+def heldout_accuracy(pos, neg, folds=5):
+    """(accuracy, n): the probe's k-fold cross-validated accuracy, each example scored by a probe not trained on it.
+
+    Train accuracy says little (with few examples a probe separates any labels);
+    this is what the report shows as the vector's quality. Examples go to folds
+    by position (deterministic). (None, 0) below 2 examples per side in every
+    training split, where no probe can be fitted.
+    """
+    x = torch.cat([pos, neg])
+    y = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))])
+    fold = torch.arange(len(x)) % folds
+    if min(len(pos), len(neg)) < folds:  # too few to leave a fold out and still train on both sides
+        return None, 0
+    correct = 0
+    for k in range(folds):
+        train, test = fold != k, fold == k
+        w, _ = probe(x[train][y[train] == 1], x[train][y[train] == 0])
+        # The probe's bias is not returned: classify by the midpoint of the training classes' scores.
+        s_pos, s_neg = (x[train][y[train] == c] @ w for c in (1, 0))
+        threshold = (s_pos.mean() + s_neg.mean()) / 2
+        correct += int((((x[test] @ w) > threshold).float() == y[test]).sum())
+    return correct / len(x), len(x)

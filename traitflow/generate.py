@@ -14,6 +14,7 @@ import json
 import torch
 
 from .batching import run_batched
+from .capture import left_pad
 from .errors import TraitflowError
 
 
@@ -54,18 +55,6 @@ def prompt_seed(seed, prompt_ids):
     """The seed of one prompt's random stream: from the run's seed and the prompt's token ids only."""
     key = json.dumps([int(seed), [int(t) for t in prompt_ids]], separators=(",", ":")).encode()
     return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & (2**63 - 1)
-
-
-def left_pad(sequences, pad_id, device):
-    """Batch token lists with left padding; positions count real tokens only."""
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for b, seq in enumerate(sequences):
-        ids[b, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
-        mask[b, width - len(seq):] = 1
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    return ids.to(device), mask.to(device), positions.to(device)
 
 
 def _pick(logits, temperature, top_p, generators):

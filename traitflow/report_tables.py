@@ -100,7 +100,7 @@ def table_html(columns, rows, table_id=None):
 
 # ---- dynamics summary -------------------------------------------------------------------------
 
-KEYS = ["trait", "method", "prompt_index"]
+KEYS = ["trait", "method", "prompt_set", "prompt_index"]  # prompt_set: absent from tables written before sets
 LONG_TEXT = ["prompt_text", "response_text"]  # shortened (the prompt) or left out (the response)
 
 
@@ -173,22 +173,37 @@ def summary_by_trait(df, constants):
     return columns, rows
 
 
+def _selected(df, prompts):
+    """Rows of the given prompts: {prompt set: [index within it]}, or plain indices (the default set)."""
+    if not isinstance(prompts, dict):
+        prompts = {"default": list(prompts)}
+    pairs = {(name, int(i)) for name, indices in prompts.items() for i in indices}
+    sets = df["prompt_set"] if "prompt_set" in df.columns else ["default"] * len(df)
+    return df[[(s, int(i)) in pairs for s, i in zip(sets, df["prompt_index"])]]
+
+
 def summary_per_prompt(df, prompts, constants, width=50):
-    """(columns, rows): the CSV's rows for the given prompt indices, the prompt shortened, the response left out."""
-    part = df[df["prompt_index"].isin(list(prompts))]
+    """(columns, rows): the CSV's rows for the given prompts, the prompt shortened, the response left out."""
+    part = _selected(df, prompts)
+    with_set = "prompt_set" in df.columns and df["prompt_set"].nunique() > 1
     rest = [c for c in df.columns if c not in KEYS and c not in LONG_TEXT and c not in constants]
-    columns = ["trait", "method", "#", "prompt"] + rest
+    columns = ["trait", "method"] + (["prompt set"] if with_set else []) + ["#", "prompt"] + rest
     rows = []
     for _, r in part.iterrows():
         text = short_text(r["prompt_text"], width) if "prompt_text" in df.columns else ""
-        rows.append([r["trait"], r["method"], int(r["prompt_index"]), text] + [r[c] for c in rest])
+        rows.append([r["trait"], r["method"]] + ([r["prompt_set"]] if with_set else [])
+                    + [int(r["prompt_index"]), text] + [r[c] for c in rest])
     return columns, rows
 
 
 def dynamics_summary_html(df, prompts, source):
-    """The report's dynamics page: settings, the per-(trait, method) medians, then the reported prompts' rows."""
+    """The report's dynamics page: settings, the per-(trait, method) medians, then the reported prompts' rows.
+
+    prompts: {prompt set: [index within it]} (or indices of the default set) of the prompts with figures.
+    """
     constants = constant_columns(df, skip=LONG_TEXT)
-    n_prompts = df["prompt_index"].nunique() if len(df) else 0
+    ids = [c for c in ("prompt_set", "prompt_index") if c in df.columns]
+    n_prompts = len(df[ids].drop_duplicates()) if len(df) else 0
     parts = [f"<p>From <code>{html.escape(source)}</code> ({len(df)} rows: every trait, dynamics method and prompt; "
              "its Parquet twin beside it). Indices count prompt and response tokens from the first prompt token. "
              "Scores are projections onto each trait's own unit vector: compare a trait with itself (across "
@@ -199,11 +214,11 @@ def dynamics_summary_html(df, prompts, source):
     columns, rows = summary_by_trait(df, constants)
     parts.append(f"<h2>Per trait and method, over all {n_prompts} prompts (medians)</h2>")
     parts.append(table_html(columns, rows, "by-trait"))
-    shown = sorted(set(prompts) & set(df["prompt_index"].tolist())) if len(df) else []
-    if shown:
-        columns, rows = summary_per_prompt(df, shown, constants)
-        more = (f"; the other {n_prompts - len(shown)} are in the CSV" if n_prompts > len(shown) else "")
-        parts.append(f"<h2>Per prompt: the {len(shown)} prompts with figures (report.max_prompts){more}</h2>")
+    columns, rows = summary_per_prompt(df, prompts, constants) if len(df) else ([], [])
+    if rows:
+        shown = len(_selected(df, prompts)[ids].drop_duplicates())
+        more = f"; the other {n_prompts - shown} are in the CSV" if n_prompts > shown else ""
+        parts.append(f"<h2>Per prompt: the {shown} prompts with figures (report.max_prompts){more}</h2>")
         parts.append(table_html(columns, rows, "per-prompt"))
     else:
         parts.append('<p class="note">No per-prompt rows: report.max_prompts is 0 (every row is in the CSV).</p>')
@@ -215,10 +230,11 @@ def dynamics_summary_html(df, prompts, source):
 NOT_MEASURED = "not measured"
 
 
-def _accuracy(value, n=None):
+def _accuracy(value, n=None, how=None):
     if value is None:
         return None
-    return f"{float(value):.2f}" + (f" (n={int(n)})" if n is not None else "")
+    detail = ", ".join(([str(how)] if how else []) + ([f"n={int(n)}"] if n is not None else []))
+    return f"{float(value):.2f}" + (f" ({detail})" if detail else "")
 
 
 def vector_quality_rows(vectors, metadata, hidden_size=None, model=None):
@@ -244,11 +260,13 @@ def vector_quality_rows(vectors, metadata, hidden_size=None, model=None):
             train_cell = "n/a (not a classifier)" if v["method"] == "mean_diff" and v.get("extracted") else NOT_MEASURED
         else:
             train_cell = _accuracy(train)
-        heldout = _accuracy(meta.get("heldout_accuracy"), meta.get("heldout_n"))
+        heldout = _accuracy(meta.get("heldout_accuracy"), meta.get("heldout_n"), meta.get("heldout"))
+        if heldout is None and "heldout_accuracy" in meta:
+            heldout = f"{NOT_MEASURED} (too few examples to hold some out)"
         smallest = min(n_pos, n_neg) if examples else None
         if smallest is not None and smallest < FEW_EXAMPLES:
             notes.append(f"only {smallest} examples on one side: the vector is mostly noise")
-        if train is not None and float(train) >= 0.99 and heldout is None and (
+        if train is not None and float(train) >= 0.99 and meta.get("heldout_accuracy") is None and (
                 hidden_size is None or (n_pos or 0) + (n_neg or 0) <= hidden_size):
             notes.append("a probe fits this few examples perfectly whatever they say: train accuracy shows nothing "
                          "without a held-out one")
@@ -259,6 +277,20 @@ def vector_quality_rows(vectors, metadata, hidden_size=None, model=None):
                      "train accuracy": train_cell, "held-out accuracy": heldout or NOT_MEASURED,
                      "notes": "; ".join(notes)})
     return rows
+
+
+def find_metadata(vectors, paths):
+    """{trait: its vector's metadata}, from metadata file paths ({exp}/{trait}/extraction/vectors/
+    {method}_layer{L}_metadata.json); {} for a trait without one."""
+    from .vectors import read_metadata
+
+    found = {}
+    for trait, v in vectors.items():
+        name = f"/{trait}/extraction/vectors/{v['method']}_layer{v['layer']}_metadata.json"
+        path = next((p for p in paths if ("/" + p).endswith(name)), None)
+        # read_metadata takes the vector's path (.pt or .safetensors: the metadata's name is the same)
+        found[trait] = read_metadata(path[: -len("_metadata.json")] + ".pt") if path else {}
+    return found
 
 
 def vector_quality_html(rows):

@@ -29,7 +29,8 @@ import torch
 
 from . import SUBLAYERS, __version__
 from .arch import architecture_for, get_module
-from .capture import batches, left_pad, unit_vectors
+from .batching import plan_batches
+from .capture import left_pad, unit_vectors
 from .errors import TraitflowError
 from .formats import load_pt, now
 
@@ -127,7 +128,7 @@ def capture_internals(model, sequences, layers, batch_size=8):
     device = next(model.parameters()).device
     pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
     results = [None] * len(sequences)
-    for group in batches(sequences, batch_size):
+    for group in plan_batches([len(s) for s in sequences], batch_size):
         ids, mask, positions = left_pad([sequences[i] for i in group], pad_id, device)
         got = {l: {"attention": {}, "mlp": {}, "residual": {}} for l in layers}
 
