@@ -97,7 +97,7 @@ def test_near_misses_each_get_one_line_naming_the_file_and_the_fix(walked, tmp_p
     assert ("traitflow [plan] warning: trait 'lonely' left out: experiments/myexp/lonely/extraction/positive.txt: "
             "1 example, need at least 2; fix: add one example per line") in lines
 
-    typo = plan_output(work, "traits=[honsty]").stdout
+    typo = plan_output(work, "traits=[honesty, honsty]").stdout
     assert ("traitflow [plan] warning: trait 'honsty' left out: config traits: no trait 'honsty' in experiments/myexp; "
             "fix: did you mean 'honesty'? traits found: honesty, lonely, own") in typo
     wrong_exp = snakemake(work, "-n", "--config", "experiment=myexq", check=False).stdout
