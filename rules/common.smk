@@ -2,6 +2,7 @@
 import atexit
 import json
 import os
+import re
 import sys
 import time
 
@@ -10,6 +11,7 @@ from snakemake_interface_executor_plugins.settings import ExecMode
 
 from traitflow.dynamics import plan_dynamics
 from traitflow.errors import TraitflowError, exit_with_error
+from traitflow.projections_table import partition_path, partition_value
 from traitflow.summary import print_run_summary, rerun_reasons
 from traitflow.vectors import EXTRACTED_METHODS, metadata_path, vector_filename
 from traitflow.workflow import DEFAULT_SET, DEMO_MODEL_DIR, check_config, drop_unusable_dynamics_vectors, make_plan
@@ -57,7 +59,7 @@ def resolve_model_settings():
         settings = plan_model_settings(config, model_dir(config), demo=config["model"] == DEMO_MODEL)
     except TraitflowError as err:
         exit_with_error("plan", err)
-    os.environ["TRAITFLOW_JOBS_PER_GPU"] = str(config["capture"]["jobs_per_gpu"])
+    os.environ.update(TRAITFLOW_JOBS_PER_GPU=str(config["capture"]["jobs_per_gpu"]))  # read by load_model's GPU slots
     if workflow.local_exec and settings["gpu"] > 0 and "gpu" not in workflow.global_resources:
         gpus = visible_gpus()
         if gpus:
@@ -141,8 +143,8 @@ def prompt_file(g):
     pattern placeholder such as "{prompt}" (default-set layout)."""
     if isinstance(g, str):
         return f"prompt_{g}"
-    name = PLAN.prompt_set(g)
-    return f"{'' if name == DEFAULT_SET else name + '/'}prompt_{PLAN.prompt_index(g)}"
+    name, i = PLAN.prompt_set(g), PLAN.prompt_index(g)
+    return f"prompt_{i}" if name == DEFAULT_SET else f"{name}/prompt_{i}"
 
 
 def response_path(g):
@@ -308,6 +310,35 @@ def lost_files():
         # `snakemake --touch` leaves empty manifests: they list nothing to check.
         lost += [f for f in (json.loads(text)["files"] if text else []) if not os.path.exists(f)]
     return lost
+
+
+# ---- the projections table (rules/projections_table.smk) -----------------------------------
+
+PROJECTIONS_DIR = f"{EXP}/tables/projections"
+TRAIT_OF_PART = {partition_value(t): t for t in TRAITS}
+
+
+def projections_table_path(trait):
+    return partition_path(PROJECTIONS_DIR, trait)
+
+
+def projections_tables():
+    """Every trait's part (for all_targets)."""
+    return [projections_table_path(t) for t in TRAITS]
+
+
+def projections_table_vector_stamp(trait):
+    return f"{MANIFESTS}/{trait}/projections_table_vector.txt"
+
+
+def projections_table_captures(wildcards):
+    """The capture manifests and the trait's first capture file of every shard (so a new trait's capture
+    runs even when only the table is asked for): ancient while the part exists, plain when it is missing."""
+    trait = TRAIT_OF_PART[wildcards.part]
+    # The same files either way: a set of inputs that changed between runs would itself trigger a rerun.
+    done = [manifest("capture", k) for k in range(len(PLAN.shards))]
+    done += [all_layers_path(trait, shard[0], "pt") for shard in PLAN.shards if shard]
+    return ancient(done) if os.path.exists(projections_table_path(trait)) else done
 
 
 def all_targets():

@@ -14,37 +14,6 @@
 # Snakemake skips its own rerun checks for a job downstream of one that reruns and follows only
 # non-ancient edges from it: so the capture manifests are plain inputs of a part that is missing
 # (a new trait, a deleted table), and the stamp is what a replaced vector changes.
-import re
-
-from traitflow.projections_table import partition_path, partition_value
-
-PROJECTIONS_DIR = f"{EXP}/tables/projections"
-TRAIT_OF_PART = {partition_value(t): t for t in TRAITS}
-
-
-def projections_table_path(trait):
-    return partition_path(PROJECTIONS_DIR, trait)
-
-
-def projections_tables():
-    """Every trait's part (for all_targets)."""
-    return [projections_table_path(t) for t in TRAITS]
-
-
-def projections_table_vector_stamp(trait):
-    return f"{MANIFESTS}/{trait}/projections_table_vector.txt"
-
-
-def projections_table_captures(wildcards):
-    """The capture manifests and the trait's first capture file of every shard (so a new trait's capture
-    runs even when only the table is asked for): ancient while the part exists, plain when it is missing."""
-    trait = TRAIT_OF_PART[wildcards.part]
-    # The same files either way: a set of inputs that changed between runs would itself trigger a rerun.
-    done = [manifest("capture", k) for k in range(len(PLAN.shards))]
-    done += [all_layers_path(trait, shard[0], "pt") for shard in PLAN.shards if shard]
-    return ancient(done) if os.path.exists(projections_table_path(trait)) else done
-
-
 localrules:
     projections_table_vector,
     projections_table,
@@ -60,6 +29,8 @@ rule projections_table_vector:
         layer=lambda w: PLAN.traits[w.trait].layer,
     log:
         f"{LOGS}/tables/projections_vector_{{trait}}.log",
+    conda:
+        CONDA_ENV
     shell:
         "sha256sum {input.vector:q} > {output:q} 2> {log:q}"
 
