@@ -110,6 +110,7 @@ def test_a_noop_run_still_prints_the_summary_with_the_left_out_traits(walked, tm
     work = str(tmp_path / "w")
     shutil.copytree(walked[0], work, symlinks=True)
     os.makedirs(f"{work}/experiments/myexp/empty/extraction")
+    snakemake(work, "--cores", "1", "--config", "experiment=myexp")  # the viewer index names the left-out trait
     out = snakemake(work, "--cores", "1", "--config", "experiment=myexp").stdout
     assert "Nothing to be done" in out
     summary = out.split("traitflow summary for experiments/myexp", 1)[1]

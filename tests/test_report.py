@@ -220,6 +220,10 @@ def test_report_tables_summarise_any_metric_columns_and_escape_what_they_show():
     assert own["source"] == "brought its own vector" and "no examples" in own["notes"]
     assert few["train accuracy"] == "1.00" and "only 4 examples" in few["notes"] and "fits" in few["notes"]
     assert held["held-out accuracy"] == "0.81 (n=80)" and held["notes"] == ""
+    coin = vector_quality_rows({"t": {"method": "probe", "layer": 1, "extracted": True}},
+                               {"t": {"n_positive": 20, "n_negative": 20, "train_accuracy": 1.0,
+                                      "heldout_accuracy": 0.5, "heldout_n": 40, "heldout": "5-fold"}})[0]
+    assert coin["held-out accuracy"] == "0.50 (5-fold, n=40)" and "near chance" in coin["notes"]
 
 
 def test_a_prompt_label_survives_snakemakes_wildcard_filling():

@@ -62,7 +62,7 @@ def fmt(value):
     if isinstance(value, numbers.Real):
         value = float(value)
         return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:.4g}"
-    return show_token(str(value))
+    return show_token(str(value)) if value != "" else ""
 
 
 _STYLE = """
@@ -228,6 +228,7 @@ def dynamics_summary_html(df, prompts, source):
 # ---- vector quality ---------------------------------------------------------------------------
 
 NOT_MEASURED = "not measured"
+CHANCE_LIKE = 0.6  # held-out accuracy below this on two balanced classes: hardly better than a coin
 
 
 def _accuracy(value, n=None, how=None):
@@ -270,6 +271,9 @@ def vector_quality_rows(vectors, metadata, hidden_size=None, model=None):
                 hidden_size is None or (n_pos or 0) + (n_neg or 0) <= hidden_size):
             notes.append("a probe fits this few examples perfectly whatever they say: train accuracy shows nothing "
                          "without a held-out one")
+        if meta.get("heldout_accuracy") is not None and float(meta["heldout_accuracy"]) < CHANCE_LIKE:
+            notes.append("held-out accuracy near chance (0.5): the vector barely tells the examples apart, so its "
+                         "scores say little about the trait")
         if model and meta.get("model") and meta["model"] != model:
             notes.append(f"extracted from {meta['model']}, not {model}")
         rows.append({"trait": trait, "method": v["method"], "layer": v["layer"], "source": source,
