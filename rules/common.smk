@@ -283,10 +283,13 @@ def report_layer():
     return layer
 
 
+REPORT_TABLES = {name: f"{EXP}/report/tables/{name}.html" for name in ("vector_quality", "dynamics_summary")}
+
+
 def report_targets():
-    if not report_prompts():
-        return []
-    return [f"{EXP}/report/heatmaps/{trait}" for trait in TRAITS] + [f"{EXP}/report/cross_trait"]
+    """The report's tables, and its figure folders when report.max_prompts asks for figures."""
+    figures = [f"{EXP}/report/heatmaps/{trait}" for trait in TRAITS] + [f"{EXP}/report/cross_trait"]
+    return (figures if report_prompts() else []) + list(REPORT_TABLES.values())
 
 
 def stage_manifests():

@@ -8,8 +8,8 @@
 # so they depend on the capture manifests of the shards holding the reported prompts.
 # A report entry's details are its job's wildcards and params, so params stay short: path patterns
 # ({file}, {trait} filled in by the scripts) and file stems, never one path per (trait, prompt).
-from traitflow.report_tables import prompt_number, report_label
-from traitflow.vectors import EXTRACTED_METHODS, metadata_path
+from traitflow.report_tables import (file_pattern, file_stems, plan_vectors, prompt_ids, prompt_labels,
+                                     vector_metadata_files)
 
 report: "../report/workflow.rst"
 
@@ -20,63 +20,9 @@ localrules:
     report_tables,
 
 
-def report_prompt_labels(wildcards):
-    """Labels of a reported prompt's figure: its number (zero-padded: the report sorts labels as text), then
-    its text, shortened. One label, not two: the report turns a second label with two values into a toggle."""
-    i = int(wildcards.prompt)
-    labels = {"prompt": f"{prompt_number(i, len(report_prompts()))}: {report_label(PLAN.prompts[i])}"}
-    if "trait" in wildcards.keys():
-        labels["trait"] = wildcards.trait
-    return labels
-
-
-def report_vectors():
-    """{trait: method, layer, whether extraction made the vector}: the vector quality table's rows."""
-    return {t.name: {"method": t.method, "layer": t.layer, "extracted": t.extract and t.method in EXTRACTED_METHODS}
-            for t in PLAN.ok_traits}
-
-
-def report_vector_metadata(wildcards):
-    """The metadata file of each trait's vector: extraction writes it; a vector brought in may have one."""
-    return [metadata_path(t.vector_path) for t in PLAN.ok_traits
-            if report_vectors()[t.name]["extracted"] or os.path.exists(metadata_path(t.vector_path))]
-
-
-def report_stem(g):
-    """Prompt g's file stem: prompt_{i}, or {set}/prompt_{i} for a named prompt set (as response_path names it)."""
-    return response_path(g)[len(f"{EXP}/inference/responses/"): -len(".json")]
-
-
-def report_files():
-    """The reported prompts' file stems, in order: figure prompt_{g}.png shows report_files()[g]."""
-    return [report_stem(g) for g in report_prompts()]
-
-
-def file_pattern(path):
-    """A path helper's answer for prompt 0 as a pattern, '{file}' where the stem goes (the scripts fill it in):
-    params stay one pattern long whatever the number of prompts."""
-    tail = report_stem(0) + os.path.splitext(path)[1]
-    if not path.endswith(tail):
-        raise ValueError(f"{path} does not end with {tail}")
-    return path[: -len(tail)] + "{file}" + os.path.splitext(path)[1]
-
-
-def report_prompt_ids():
-    """{prompt set: [index within it]} of the reported prompts (how the dynamics table names prompts)."""
-    ids = {}
-    for g in report_prompts():
-        ids.setdefault(PLAN.prompt_set(g), []).append(PLAN.prompt_index(g))
-    return ids
-
-
-REPORT_TABLES = {name: f"{EXP}/report/tables/{name}.html" for name in ("vector_quality", "dynamics_summary")}
-
-_figure_targets = report_targets  # common.smk's: the figure folders
-
-
-def report_targets():
-    """Every output the report shows: the figures (none when report.max_prompts is 0) and the tables."""
-    return _figure_targets() + list(REPORT_TABLES.values())
+RESPONSES_DIR = f"{EXP}/inference/responses"
+REPORT_FILES = file_stems(response_path, RESPONSES_DIR, report_prompts())  # figure prompt_{g}.png: REPORT_FILES[g]
+FIRST_FILE = file_stems(response_path, RESPONSES_DIR, [0])[0]  # the stem the path patterns are made from
 
 
 rule report_heatmaps:
@@ -89,13 +35,13 @@ rule report_heatmaps:
             caption="../report/heatmap.rst",
             category="3. Token x layer heatmaps",
             subcategory="{trait}",
-            labels=report_prompt_labels,
+            labels=lambda w: prompt_labels(w, PLAN.prompts, len(REPORT_FILES)),
         ),
     params:
-        files=report_files(),  # the first report.max_prompts prompts; figure i shows files[i]
+        files=REPORT_FILES,  # the first report.max_prompts prompts
         point=config["report"]["point"],
-        captures=lambda w: file_pattern(all_layers_path(w.trait, 0, "pt")),
-        responses=lambda w: file_pattern(response_path(0)),
+        captures=lambda w: file_pattern(all_layers_path(w.trait, 0, "pt"), FIRST_FILE),
+        responses=lambda w: file_pattern(response_path(0), FIRST_FILE),
     log:
         f"{LOGS}/report/heatmaps_{{trait}}.log",
     conda:
@@ -113,15 +59,15 @@ rule report_cross_trait:
             patterns=["prompt_{prompt}.png"],
             caption="../report/cross_trait.rst",
             category="2. Cross-trait trajectories",
-            labels=report_prompt_labels,
+            labels=lambda w: prompt_labels(w, PLAN.prompts, len(REPORT_FILES)),
         ),
     params:
-        files=report_files(),
+        files=REPORT_FILES,
         traits=TRAITS,
         layer=report_layer(),
         point=config["report"]["point"],
-        captures=lambda w: file_pattern(all_layers_path("{trait}", 0, "pt")),
-        responses=lambda w: file_pattern(response_path(0)),
+        captures=lambda w: file_pattern(all_layers_path("{trait}", 0, "pt"), FIRST_FILE),
+        responses=lambda w: file_pattern(response_path(0), FIRST_FILE),
     log:
         f"{LOGS}/report/cross_trait.log",
     conda:
@@ -133,15 +79,15 @@ rule report_cross_trait:
 rule report_tables:
     input:
         dynamics_summary=dynamics_tables_outputs()["summary_csv"],
-        vector_metadata=report_vector_metadata,
+        vector_metadata=lambda w: vector_metadata_files(PLAN),
     output:
         vector_quality=report(REPORT_TABLES["vector_quality"], caption="../report/vector_quality.rst",
                               category="1. Tables", labels={"table": "vector quality per trait"}),
         dynamics_summary=report(REPORT_TABLES["dynamics_summary"], caption="../report/dynamics_summary.rst",
                                 category="1. Tables", labels={"table": "dynamics summary"}),
     params:
-        prompts=report_prompt_ids(),  # per-prompt dynamics rows for the prompts with figures
-        vectors=lambda w: report_vectors(),
+        prompts=prompt_ids(PLAN, report_prompts()),  # per-prompt dynamics rows: the prompts with figures
+        vectors=plan_vectors(PLAN),
         hidden_size=PLAN.hidden_size,
         model=config["model"],
     log:

@@ -1,4 +1,4 @@
-"""`snakemake --report` on the demo: what it holds, how big it is, and the figures drawing exactly the captured numbers."""
+"""`snakemake --report` on the demo: what it holds, its size, and figures drawing exactly the captured numbers."""
 
 import base64
 import html as html_lib
@@ -8,7 +8,6 @@ import re
 import shutil
 import subprocess
 import sys
-import urllib.parse
 
 import numpy as np
 import pandas as pd
@@ -117,14 +116,14 @@ def test_figure_details_are_short_and_name_no_capture_file_one_by_one(report):
 def test_captions_say_what_compares_across_traits_and_what_does_not(report):
     workdir, html, _ = report
     results = embedded(html, "results")
-    captions = {p: r["caption"] for p, r in results.items()}
-    description = json.loads(re.search(r"var workflow_desc = (\".*?\");", html, re.DOTALL)[1])
+    captions = {p: " ".join(r["caption"].split()) for p, r in results.items()}  # line breaks as spaces
+    description = " ".join(json.loads(re.search(r"var workflow_desc = (\".*?\");", html, re.DOTALL)[1]).split())
     for text in [*captions.values(), description]:
         assert "directly comparable" not in text
     cross = captions[f"{EXP}/report/cross_trait/prompt_0.png"]
     assert "not a stronger trait" in cross and "cosines" in cross and "timing" in cross
     heatmap = captions[f"{EXP}/report/heatmaps/refusal/prompt_0.png"]
-    assert "Across traits: not these\nraw scores" in heatmap and "share one colour scale" in heatmap
+    assert "Across traits: not these raw scores" in heatmap and "share one colour scale" in heatmap
     assert "Across traits: the timing yes (the tokens line up), raw sizes no" in description
     assert "Within one trait, across tokens and prompts: yes" in description
     assert "Across layers: cosines yes" in description
@@ -234,6 +233,17 @@ def test_a_prompt_label_survives_snakemakes_wildcard_filling():
     assert label.replace("\u200b", "") == short_text(text)
     assert len(short_text(text)) == 60 and short_text(text).endswith("\u2026")
     assert prompt_number(3, 10) == "3" and prompt_number(3, 11) == "03"
+
+
+def test_figure_jobs_get_one_path_pattern_and_the_prompts_file_stems():
+    from traitflow.report_tables import file_pattern, file_stems
+
+    def response(g):  # prompt 1 in a named prompt set, which gets its own folder
+        return f"e/inference/responses/{'harmful/' if g else ''}prompt_{g}.json"
+    assert file_stems(response, "e/inference/responses", [0, 1]) == ["prompt_0", "harmful/prompt_1"]
+    pattern = file_pattern("e/{trait}/inference/residual_stream_activations/prompt_0.pt", "prompt_0")
+    assert pattern == "e/{trait}/inference/residual_stream_activations/{file}.pt"
+    assert pattern.replace("{file}", "harmful/prompt_1").replace("{trait}", "t").endswith("/harmful/prompt_1.pt")
 
 
 def test_the_viewers_hint_for_a_missing_index_works_as_printed(demo_copy, tmp_path):

@@ -504,7 +504,8 @@ def test_a_missing_index_says_how_to_build_it(tmp_path, open_viewer):
     try:
         page = open_viewer(server)
         assert page.evaluate("document.body.dataset.state") == "error"
-        assert "snakemake --cores 1 experiments/demo/viewer/index.json" in page.locator("#message").text_content()
+        assert (".venv/bin/snakemake --cores 1 experiments/demo/viewer/index.json --config experiment=demo"
+                in page.locator("#message").text_content())
     finally:
         server.shutdown()
         server.server_close()

@@ -12,6 +12,7 @@ No torch, no matplotlib: pandas at most.
 import html
 import math
 import numbers
+import os
 
 from .workflow import FEW_EXAMPLES
 
@@ -42,6 +43,58 @@ def report_label(text, width=60):
 def prompt_number(i, n_shown):
     """Zero-padded, so that the report's label columns (sorted as text) keep the prompts' order."""
     return str(i).zfill(len(str(max(n_shown - 1, 0))))
+
+
+def prompt_labels(wildcards, prompts, n_shown):
+    """A reported prompt's figure labels: its number (zero-padded: the report sorts labels as text), then its
+    text, shortened, as one label (the report turns a second label with two values into a toggle); the trait
+    where the figure has one. prompts: every prompt's text by plan-wide id."""
+    i = int(wildcards.prompt)
+    labels = {"prompt": f"{prompt_number(i, n_shown)}: {report_label(prompts[i])}"}
+    if "trait" in wildcards.keys():
+        labels["trait"] = wildcards.trait
+    return labels
+
+
+def file_stems(path_of, folder, indices):
+    """Each prompt's file stem under folder, as path_of(g) names its file: prompt_{i}, or {set}/prompt_{i}."""
+    return [os.path.relpath(os.path.splitext(path_of(g))[0], folder) for g in indices]
+
+
+def file_pattern(path, stem):
+    """path (a file of the prompt whose stem is stem) as a pattern with '{file}' in the stem's place.
+
+    The report scripts fill it in per prompt, so a job's params (its report details) hold one
+    pattern, not one path per prompt."""
+    ext = os.path.splitext(path)[1]
+    if not path.endswith(f"{stem}{ext}"):
+        raise ValueError(f"{path} does not end with {stem}{ext}")
+    return f"{path[: len(path) - len(stem) - len(ext)]}{{file}}{ext}"
+
+
+def plan_vectors(plan):
+    """{trait: method, layer, whether our extraction made the vector}: the vector quality table's rows."""
+    from .vectors import EXTRACTED_METHODS
+
+    return {t.name: {"method": t.method, "layer": t.layer, "extracted": t.extract and t.method in EXTRACTED_METHODS}
+            for t in plan.ok_traits}
+
+
+def vector_metadata_files(plan):
+    """Each trait's vector metadata file: extraction writes one; a vector brought in may come with one."""
+    from .vectors import metadata_path
+
+    vectors = plan_vectors(plan)
+    return [metadata_path(t.vector_path) for t in plan.ok_traits
+            if vectors[t.name]["extracted"] or os.path.exists(metadata_path(t.vector_path))]
+
+
+def prompt_ids(plan, indices):
+    """{prompt set: [index within it]} of plan-wide prompt ids (how the dynamics table names prompts)."""
+    ids = {}
+    for g in indices:
+        ids.setdefault(plan.prompt_set(g), []).append(plan.prompt_index(g))
+    return ids
 
 
 def fmt(value):

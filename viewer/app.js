@@ -1290,7 +1290,8 @@ async function updateOverview(id) {
   syncUrl();
   if (state.overview.error) {
     note($("overview"), `Could not load the overview: ${state.overview.error.message}. `
-      + `Build it with: snakemake --cores 1 experiments/${state.exp}/viewer/overview.json`);
+      + `Build it with: .venv/bin/snakemake --cores 1 experiments/${state.exp}/viewer/overview.json `
+      + `--config experiment=${state.exp}`);
     return;
   }
   safely("overview", () => renderOverview(state.overview));
@@ -1400,7 +1401,7 @@ async function main() {
     state.index = await loadJSON("viewer/index.json");
   } catch (err) {
     $("message").textContent = `No viewer index for experiment "${state.exp}" (${err.message}). Build it with: `
-      + `snakemake --cores 1 experiments/${state.exp}/viewer/index.json --config experiment=${state.exp}`;
+      + `.venv/bin/snakemake --cores 1 experiments/${state.exp}/viewer/index.json --config experiment=${state.exp}`;
     document.body.dataset.state = "error";
     return;
   }
