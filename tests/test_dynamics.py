@@ -235,7 +235,8 @@ def test_the_record_keeps_its_layout_and_states_its_settings():
     scores = {"probe": [9.0, 0.0] + [250.0 * min(t, 3) for t in range(10)]}
     old_style = dynamics_record("t", response, 1, "residual_out", "response", scores,
                                 {"commitment_threshold": 0.1, "persistence_fraction": 0.5}, {"model": "m"})
-    assert set(old_style) == {"trait", "prompt_index", "prompt_text", "response_text", "tokens", "token_ids",
+    assert old_style["prompt_set"] == "default"  # a response without a set is the default set's
+    assert set(old_style) == {"trait", "prompt_set", "prompt_index", "prompt_text", "response_text", "tokens", "token_ids",
                               "n_prompt", "n_response", "layer", "point", "span", "span_start", "scores",
                               "dynamics", "metadata"}
     dyn = old_style["dynamics"]["probe"]

@@ -45,7 +45,7 @@ def test_index_groups_each_traits_files_by_prompt(tmp_path):
     index = build_index(exp, [os.path.join(exp, f) for f in listed], "x", "some/model", 12, traits)
 
     assert [t["name"] for t in index["traits"]] == ["b", "a"]  # the order given
-    assert index["traits"][1] == {"name": "a", "method": "mean_diff", "vector_layer": 2}
+    assert index["traits"][1] == {"name": "a", "category": None, "method": "mean_diff", "vector_layer": 2}
     assert [(p["index"], p["text"], p["n_prompt"], p["n_response"], p["shared"]) for p in index["prompts"]] == [
         (0, "first", 3, 4, None), (1, "second", 5, 7, "inference/shared/prompt_1.safetensors")]
     assert index["overview"] == "viewer/overview.json"

@@ -179,7 +179,7 @@ def test_vectors_extracted_for_both_methods_at_every_layer(demo_run, model):
 
 
 def test_mean_diff_vector_matches_independent_recomputation(demo_run, model):
-    """mean_diff = mean over positive examples of the token-mean residual_out, minus the same for negatives."""
+    """mean_diff = mean over positive examples of the token-mean residual_out (special tokens left out), minus negatives'."""
     from traitflow.modeling import load_tokenizer
     tok = load_tokenizer(os.path.join(demo_run["dir"], "resources/models/traitflow-demo"))
     ex_dir = os.path.join(demo_run["dir"], "experiments/demo/sycophancy/extraction")
@@ -188,9 +188,11 @@ def test_mean_diff_vector_matches_independent_recomputation(demo_run, model):
     def summary(path):
         rows = []
         for text in open(path).read().splitlines():
+            enc = tok(text, return_special_tokens_mask=True)
             with torch.no_grad():
-                hs = model(input_ids=torch.tensor([tok(text)["input_ids"]]), output_hidden_states=True).hidden_states
-            rows.append(hs[layer + 1][0].mean(0))
+                hs = model(input_ids=torch.tensor([enc["input_ids"]]), output_hidden_states=True).hidden_states
+            assert enc["special_tokens_mask"][0] == 1  # BOS: left out of the mean, like every special token
+            rows.append(hs[layer + 1][0][torch.tensor(enc["special_tokens_mask"]) == 0].mean(0))
         return torch.stack(rows).mean(0)
 
     expected = summary(os.path.join(ex_dir, "positive.txt")) - summary(os.path.join(ex_dir, "negative.txt"))
