@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo test lint clean clean-all view browser-deps bench bench-full cluster-deps slurm-deps
+.PHONY: demo demo-model test verify lint clean clean-all view browser-deps bench bench-full cluster-deps slurm-deps
 
 # torch first, pinned to the CPU build on this disk (a range would pull CUDA wheels),
 # then everything else; the package itself is installed editable.
@@ -18,10 +18,18 @@ $(VENV)/.installed: requirements.txt requirements-test.txt pyproject.toml
 demo: $(VENV)/.installed
 	$(BIN)/snakemake --cores all
 
-test: $(VENV)/.installed browser-deps slurm-deps
-	$(BIN)/python -m pytest -q
+# Retrain the demo chat model shipped in models/traitflow-demo-chat (`make demo` never trains; it uses
+# the shipped files). Deterministic: fixed seeds, one thread; about 3 minutes of CPU time.
+demo-model: $(VENV)/.installed
+	$(BIN)/python scripts/train_demo_model.py
 
-# Performance ratios side by side (docs/benchmarks.md): quick for CI-sized machines, full at DESIGN.md's sizes.
+# Two pytest workers (pytest-xdist); --dist loadscope keeps each module's fixtures on one worker, and
+# the session builds (tests/conftest.py shared_build) are made once for both. WORKERS=0 runs in one process.
+WORKERS ?= 2
+test: $(VENV)/.installed browser-deps slurm-deps
+	$(BIN)/python -m pytest -q $(if $(filter-out 0,$(WORKERS)),-n $(WORKERS) --dist loadscope)
+
+# Performance ratios side by side (docs/benchmarks.md): quick for CI-sized machines, full at the target sizes (docs/design.md).
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/run.py --quick
 
@@ -54,6 +62,11 @@ PORT ?= 8000
 view: $(VENV)/.installed
 	$(BIN)/python -m traitflow.serve --exp $(EXP) --port $(PORT)
 
+# Check every output of one experiment against its job's manifest (size, sha256) and its format;
+# lists the damaged ones. FIX=1 removes them, so that the next run rebuilds exactly those jobs.
+verify: $(VENV)/.installed
+	$(BIN)/python -m traitflow.verify_outputs --exp $(EXP)$(if $(FIX), --remove)
+
 lint: $(VENV)/.installed
 	$(BIN)/snakemake --lint
 
@@ -62,6 +75,8 @@ lint: $(VENV)/.installed
 # brought are inputs and stay), then its logs and manifests. The demo model is shared: `make clean-all`.
 clean: $(VENV)/.installed
 	$(BIN)/snakemake --cores 1 --delete-all-output --dry-run --quiet all --config experiment=$(EXP) | sed -n 's|^Would delete \(experiments/$(EXP)/.*\)$$|\1|p' | xargs -r -d '\n' rm -rf --
+	$(BIN)/python -m traitflow.orphans $(EXP) --delete  # files of prompts no longer in the experiment
+	$(BIN)/python -m traitflow.manifests $(EXP) | xargs -r -d '\n' rm -f --  # per-shard jobs' files: listed in their manifests
 	rm -rf logs/$(EXP) manifests/$(EXP)
 
 clean-all: clean

@@ -4,9 +4,13 @@ import os
 
 from snakemake.utils import min_version
 
+from traitflow.config_files import config_has_settings
 from traitflow.modeling import read_auto_or_value
+from traitflow.writable import stop_if_unwritable
 
 min_version("9.0")
+
+config_has_settings("config.yaml")  # a bad file is one line naming it, not Snakemake's nameless message
 
 
 configfile: "config.yaml"
@@ -15,7 +19,8 @@ configfile: "config.yaml"
 # An experiment may carry its own settings, experiments/{experiment}/config.yaml: merged over
 # config.yaml and under --configfile/--config (Snakemake re-applies those after every configfile).
 EXPERIMENT_CONFIG = f"experiments/{config.get('experiment')}/config.yaml"
-if isinstance(config.get("experiment"), str) and os.path.isfile(EXPERIMENT_CONFIG):
+# Empty (or only comments): nothing to merge. A list, a scalar, bad YAML, a key given twice: one line, exit 1.
+if isinstance(config.get("experiment"), str) and config_has_settings(EXPERIMENT_CONFIG):
 
     configfile: EXPERIMENT_CONFIG
 
@@ -47,6 +52,11 @@ rule all:
     default_target: True
     input:
         all_targets(),
+
+
+onstart:
+    # A read-only folder or a full disk: one line naming the folder, then the summary, before any job starts.
+    stop_if_unwritable(workflow.dag.needrun_jobs(), lambda: print_summary(workflow))
 
 
 onsuccess:

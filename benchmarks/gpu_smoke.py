@@ -2,8 +2,10 @@
 
 Builds Gemma2ForCausalLM from gemma-2-2b's configuration on the device, generates
 --tokens new tokens for --prompts random prompts (traitflow.generate.generate, KV cache),
-captures every layer of prompt + response (traitflow.capture.capture), checks oracle values
-for one prompt against a plain eager forward pass, and prints tokens/s and captures/s.
+captures every layer of prompt + response (traitflow.capture.capture) without and with the
+logit lens (--lens-layers), checks oracle values for one prompt against a plain eager forward
+pass (the lens at the last layer is the model's own prediction), and prints tokens/s,
+captures/s and the lens' cost per layer.
 
     .venv/bin/python benchmarks/gpu_smoke.py                      # cuda, bf16, 16 prompts x 128 tokens
     .venv/bin/python benchmarks/gpu_smoke.py --device cpu --dtype float32 --layers 2 --prompts 2 \\
@@ -20,6 +22,7 @@ import torch
 
 from traitflow.capture import capture
 from traitflow.generate import generate
+from traitflow.lens import lens_layers
 from traitflow.modeling import DTYPES
 
 # google/gemma-2-2b's config.json (the base and -it models share it).
@@ -68,9 +71,11 @@ def timed(device, fn):
 
 
 @torch.no_grad()
-def oracle_failures(model, sequence, vector, tol):
+def oracle_failures(model, sequence, vector, tol, lens_top_k=5):
     """Capture of one unpadded sequence vs a plain eager forward pass with hidden states and attentions."""
-    cap = capture(model, [sequence], vector[None], batch_size=1, keep_residuals=True)[0]
+    last = model.config.num_hidden_layers - 1
+    cap = capture(model, [sequence], vector[None], batch_size=1, keep_residuals=True, lens_top_k=lens_top_k,
+                  lens_layers=[last])[0]
     ids = torch.tensor([sequence], device=next(model.parameters()).device)
     ref = model(input_ids=ids, output_hidden_states=True, output_attentions=True)
     hidden = [h[0].float().cpu() for h in ref.hidden_states]  # [layers + 1] x [T, d]; the last is normed
@@ -90,6 +95,13 @@ def oracle_failures(model, sequence, vector, tol):
             check(f"residual_out layer {layer} vs hidden_states[{layer + 1}]", cap.residuals[:, layer, 2],
                   hidden[layer + 1])
         check(f"attention    layer {layer} vs output_attentions head-mean", cap.attention[layer], attentions[layer])
+    # The lens at the last layer reads what the model itself predicts: its top-1 is a largest logit (bf16
+    # logits tie often) and its probabilities are the softmax of the model's own logits.
+    logits = ref.logits[0].float().cpu()
+    top1 = cap.lens_ids[:, 0, :1]
+    check("lens top-1 at the last layer is a largest logit", logits.gather(-1, top1)[:, 0], logits.max(-1).values)
+    check("lens probabilities at the last layer vs softmax of the logits", cap.lens_probs[:, 0],
+          logits.softmax(-1).gather(-1, cap.lens_ids[:, 0]))
     unit = (vector / vector.norm()).double()
     check("projections vs residuals . v/|v| (float64)", cap.projections[..., 0].double(),
           cap.residuals.double() @ unit, rtol=1e-4, atol=1e-3)
@@ -108,6 +120,8 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=16, help="sequences per generation/capture batch")
     ap.add_argument("--traits", type=int, default=1, help="vectors projected in one capture pass")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lens-top-k", type=int, default=5)
+    ap.add_argument("--lens-layers", default="all", help="all, every:N or comma-separated layer indices")
     args = ap.parse_args(argv)
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
 
@@ -132,6 +146,14 @@ def main(argv=None):
     cap = lambda: capture(model, sequences, vectors, batch_size=args.batch_size)  # noqa: E731
     capture(model, sequences[:1], vectors, batch_size=1)  # warm-up
     captures, t_cap = timed(device, cap)
+    spec = args.lens_layers
+    spec = {"every": int(spec[6:])} if spec.startswith("every:") else spec if spec == "all" else \
+        [int(x) for x in spec.split(",")]
+    layers = lens_layers(spec, args.layers)
+    with_lens = lambda: capture(model, sequences, vectors, batch_size=args.batch_size,  # noqa: E731
+                                lens_top_k=args.lens_top_k, lens_layers=layers)
+    lensed, t_lens = timed(device, with_lens)
+    assert all(c.lens_ids.shape == (len(s), len(layers), args.lens_top_k) for c, s in zip(lensed, sequences))
     n_tokens = sum(len(s) for s in sequences)
     assert all(c.projections.shape == (len(s), args.layers, 3, args.traits) for c, s in zip(captures, sequences))
 
@@ -142,10 +164,14 @@ def main(argv=None):
     print(f"capture:    {len(sequences)} sequences ({n_tokens} tokens) x {args.traits} trait(s), all {args.layers} "
           f"layers x 3 points + attention, in {t_cap:.2f} s = {len(sequences) * args.traits / t_cap:.1f} captures/s, "
           f"{n_tokens / t_cap:.0f} tokens/s{peak}")
+    print(f"logit lens: top-{args.lens_top_k} at {len(layers)} layer(s) ({args.lens_layers}) adds "
+          f"{t_lens - t_cap:.2f} s to that capture ({t_lens / t_cap:.2f}x): "
+          f"{(t_lens - t_cap) / len(layers) / n_tokens * 1e6:.1f} ms per lens layer per 1,000 tokens, "
+          f"vocabulary {args.vocab_size}")
     for line in failures:
         print(f"ORACLE FAILED {line}")
-    print("oracles: " + ("FAILED" if failures else "residuals, attention rows and projections match "
-                         "output_hidden_states / output_attentions"))
+    print("oracles: " + ("FAILED" if failures else "residuals, attention rows, projections and the last layer's "
+                         "lens match output_hidden_states / output_attentions / logits"))
     return 1 if failures else 0
 
 

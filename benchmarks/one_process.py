@@ -47,7 +47,8 @@ def main(workdir):
         config = yaml.safe_load(fh)
     plan = make_plan(config)
     gen, cap = config["generation"], config["capture"]
-    build_demo_model(plan.model_path, config.get("demo_model"))
+    if plan.model == "traitflow-demo":  # the random model is built; the demo's chat model is shipped
+        build_demo_model(plan.model_path, config.get("demo_model"))
     tokenizer = load_tokenizer(plan.model_path)
 
     model = load_model(plan.model_path, cap["device"], cap["dtype"], eager=False)

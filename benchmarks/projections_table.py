@@ -6,7 +6,7 @@ norms (and, with --attention, the packed head-mean attention a real capture stor
 there too), then builds the table the way the workflow does: one process per trait
 (what a `script:` job costs: interpreter, imports, reading every capture of the trait,
 building, writing), --jobs of them at a time (the cores Snakemake would use). Snakemake
-adds ~0.4 s of start-up per `script:` job on top (DESIGN.md section 2).
+adds ~0.4 s of start-up per `script:` job on top (docs/design.md, "Job granularity").
 
 Synthetic scores: per token, a random walk over layers (residuals accumulate), with
 norms growing with depth, so the bytes look like float32 projections, not zeros.

@@ -39,7 +39,7 @@ def make_synthetic_experiment(root, name, n_traits, n_prompts, hidden_size=DEFAU
     Each trait_{k} gets a random {method}_layer{layer}.pt of hidden_size floats per method
     (probe for capture, mean_diff too because the default dynamics.methods reads it).
     """
-    make_workdir(root, {"experiment": name, **(config or {})})
+    make_workdir(root, {"experiment": name, "model": "traitflow-demo", **(config or {})})  # built by the workflow
     exp = os.path.join(root, "experiments", name)
     rng = torch.Generator().manual_seed(seed)
     for k in range(n_traits):
@@ -53,7 +53,7 @@ def make_synthetic_experiment(root, name, n_traits, n_prompts, hidden_size=DEFAU
 
 
 # gemma-2-2b's depth and heads (26 layers, 8 query and 4 key-value heads) at a narrow width: attention
-# and viewer sizes grow with layers x tokens^2, not with width (DESIGN.md section 9), so this
+# and viewer sizes grow with layers x tokens^2, not with width (docs/design.md, "Scale facts"), so this
 # reproduces a real model's file and page sizes at a fraction of the compute. The window covers
 # every sequence, as gemma-2's 4096 does.
 REAL_DEPTH_SPEC = {"num_hidden_layers": 26, "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 8,
@@ -121,6 +121,67 @@ def make_real_size_experiment(root, name="realsize", n_traits=10, n_prompts=3, p
     return root
 
 
+def _write_planned_files(root):
+    """Parse the workflow at root (Snakemake's API, no DAG) and write every per-shard job's files, empty, with
+    its manifest listing them as a finished job would: sizes, sha256 and the traits it served."""
+    from pathlib import Path
+
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import OutputSettings, ResourceSettings
+
+    from traitflow.formats import save_json
+    from traitflow.manifests import FileRecord, manifest_json, sha256_file
+
+    empty_sha = None
+    listed = 0
+    with SnakemakeApi(OutputSettings()) as api:
+        workflow = api.workflow(resource_settings=ResourceSettings(cores=1), snakefile=Path(root, "Snakefile"),
+                                workdir=Path(root))._workflow
+        for rule in workflow.rules:
+            if "outputs" not in rule.params.keys() or "manifest" not in rule.output.keys():
+                continue
+            files = [f for group in rule.params.outputs.values() for f in group]
+            for f in files:
+                os.makedirs(os.path.dirname(f), exist_ok=True)
+                open(f, "w").close()
+                empty_sha = empty_sha or sha256_file(f)
+            traits = rule.params.traits if "traits" in rule.params.keys() else None
+            names = None if traits is None else [t if isinstance(t, str) else t["name"] for t in traits]
+            save_json(manifest_json(rule.name, {}, [FileRecord(f, 0, empty_sha) for f in files], names),
+                      str(rule.output.manifest), indent=1)
+            listed += len(files)
+    return listed
+
+
+def fake_finished_run(root, python=sys.executable):
+    """Make root look like a finished run, cheaply: every per-shard job's files (empty) and manifest, then every
+    other declared output as an empty file, then `snakemake --touch` to put mtimes in DAG order.
+    Returns (declared outputs, files the manifests list): what a no-op rerun then checks."""
+    import subprocess
+
+    def snakemake(*args):
+        return subprocess.run([python, "-m", "snakemake", *args, "--cores", "1"], cwd=root, check=True, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT).stdout
+
+    listed = int(subprocess.run([python, os.path.abspath(__file__), root, "--fake-run"], check=True, text=True,
+                                stdout=subprocess.PIPE).stdout.split()[-1])
+    declared = 0
+    for line in snakemake("--summary").splitlines()[1:]:
+        if "\t" not in line:
+            continue
+        declared += 1
+        path = os.path.join(root, line.split("\t")[0])
+        if os.path.exists(path):
+            continue
+        if "." not in os.path.basename(path):  # a directory() output
+            os.makedirs(path)
+        else:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            open(path, "w").close()
+    snakemake("--touch")
+    return declared, listed
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("root", help="directory to create (a runnable workflow copy)")
@@ -129,7 +190,12 @@ def main(argv=None):
     ap.add_argument("--prompts", type=int, default=200)
     ap.add_argument("--hidden-size", type=int, default=DEFAULT_SPEC["hidden_size"])
     ap.add_argument("--layer", type=int, default=DEFAULT_SPEC["num_hidden_layers"] // 2)
+    ap.add_argument("--fake-run", action="store_true",
+                    help="in an existing ROOT, write every per-shard job's files and manifest (see fake_finished_run)")
     args = ap.parse_args(argv)
+    if args.fake_run:
+        print(f"files listed in manifests: {_write_planned_files(os.path.abspath(args.root))}")
+        return
     make_synthetic_experiment(args.root, args.name, args.traits, args.prompts, args.hidden_size, args.layer)
     print(f"{args.root}: experiments/{args.name} with {args.traits} traits x {args.prompts} prompts")
 

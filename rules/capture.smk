@@ -2,6 +2,12 @@
 # teacher-forced pass per batch project every trait's vector (and the other dynamics
 # methods' vectors) at once; the trait-independent data (attention, residual norms, the
 # logit lens) is written once per prompt. A new trait or vector reruns this pass, never generation.
+from traitflow.lens import plan_lens
+
+try:  # capture.logit_lens_layers against the model's layers: one line at plan time, before any job
+    LENS_TOP_K, LENS_LAYERS = plan_lens(config["capture"], PLAN.n_layers)
+except TraitflowError as err:
+    exit_with_error("plan", err)
 
 for shard_id, indices in enumerate(PLAN.shards):
 
@@ -13,16 +19,17 @@ for shard_id, indices in enumerate(PLAN.shards):
             vectors=capture_vectors(),
             model=PLAN.model_files,
         output:
-            **capture_outputs(indices),
-            manifest=manifest("capture", shard_id),
+            **declared_outputs("capture", shard_id, capture_outputs(indices)),
         params:
+            outputs=capture_outputs(indices),  # what the job writes (it declares its manifest: rules/staleness.smk)
             responses=[response_path(i) for i in indices],
             indices=local_indices(indices),
             traits=capture_traits(),
             dynamics=capture_dynamics_params(),
             **model_params(),
             save_json=config["capture"]["save_json"],
-            logit_lens_top_k=config["capture"]["logit_lens_top_k"] if config["capture"]["logit_lens"] else 0,
+            logit_lens_top_k=LENS_TOP_K,
+            logit_lens_layers=LENS_LAYERS,  # which layers the shared files' lens covers
         log:
             shard_log("capture", shard_id),
         benchmark:

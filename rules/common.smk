@@ -1,6 +1,6 @@
 # Config validation, the plan (traits, vectors, prompt shards) and path helpers.
 import atexit
-import json
+import functools
 import os
 import re
 import sys
@@ -11,10 +11,11 @@ from snakemake_interface_executor_plugins.settings import ExecMode
 
 from traitflow.dynamics import plan_dynamics
 from traitflow.errors import TraitflowError, exit_with_error
+from traitflow.orphans import orphans_line
 from traitflow.projections_table import partition_path, partition_value
 from traitflow.summary import print_run_summary, rerun_reasons
 from traitflow.vectors import EXTRACTED_METHODS, metadata_path, vector_filename
-from traitflow.workflow import DEFAULT_SET, DEMO_MODEL_DIR, check_config, drop_unusable_dynamics_vectors, make_plan
+from traitflow.workflow import DEFAULT_SET, check_config, drop_unusable_dynamics_vectors, make_plan
 
 RUN_START = time.time()
 try:  # every problem found before a model loads is one line on screen, no traceback
@@ -79,6 +80,7 @@ def model_params():
         "model_path": lambda wildcards: PLAN.model_path,
         "dtype": config["capture"]["dtype"],
         "device": config["capture"]["device"],
+        **MODEL_FINGERPRINT,
     }
 
 
@@ -162,21 +164,25 @@ def shared_path(g):
 
 def capture_outputs(indices, traits=None):
     """A capture job's files: the shared file per prompt, then every trait's files (trait-major)."""
-    traits = TRAITS if traits is None else traits
+    traits = CAPTURE_TRAITS if traits is None else traits
     exts = ["pt", "json"] if config["capture"]["save_json"] else ["pt"]
     return {"shared": [shared_path(i) for i in indices],
             **{ext: [all_layers_path(t, i, ext) for t in traits for i in indices] for ext in exts}}
 
 
+@functools.cache
 def capture_traits():
-    """What the capture pass projects, per trait: its own vector and the other dynamics methods' vectors.
+    """What the capture pass projects, per trait: its own vector and the other dynamics methods' vectors,
+    with the content hash of each vector the user brought (a replaced vector reruns, whatever its date).
 
     The dynamics stage then reads every score it needs from the captures and loads no model.
     """
-    return [{"name": t, "method": PLAN.traits[t].method, "layer": PLAN.traits[t].layer,
-             "vector": PLAN.traits[t].vector_path,
-             "method_vectors": {m["method"]: m["vector"] for m in dynamics_extra_methods(t)}}
-            for t in TRAITS]
+    traits = []
+    for t in CAPTURE_TRAITS:
+        plan, vectors = trait_plan(t), {m["method"]: m["vector"] for m in dynamics_extra_methods(t)}
+        traits.append({"name": t, "method": plan.method, "layer": plan.layer, "vector": plan.vector_path,
+                       "method_vectors": vectors, "sha256": user_fingerprints([plan.vector_path, *vectors.values()])})
+    return traits
 
 
 def capture_vectors():
@@ -185,9 +191,9 @@ def capture_vectors():
 
 def capture_dynamics_params():
     """Where extra dynamics methods are scored (part of the capture only when some trait has one)."""
-    if not any(dynamics_extra_methods(t) for t in TRAITS):
+    if not any(dynamics_extra_methods(t) for t in CAPTURE_TRAITS):
         return {}
-    return {"layers": {t: DYNAMICS[t]["layer"] for t in TRAITS}, "point": config["dynamics"]["point"]}
+    return {"layers": {t: DYNAMICS[t]["layer"] for t in CAPTURE_TRAITS}, "point": config["dynamics"]["point"]}
 
 
 def dynamics_path(trait, g):
@@ -298,23 +304,6 @@ def stage_manifests():
     return [m for stage in stages for m in manifests(stage)]
 
 
-def lost_files():
-    """Files that a finished job's manifest lists but that are gone from disk.
-
-    The targets are manifests, and Snakemake checks only requested outputs, so a
-    deleted per-prompt file is requested here to make its job rerun. A cold run
-    has no manifests yet and requests nothing extra.
-    """
-    lost = []
-    planned = stage_manifests() + manifests("generate")
-    for path in filter(os.path.exists, planned):
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-        # `snakemake --touch` leaves empty manifests: they list nothing to check.
-        lost += [f for f in (json.loads(text)["files"] if text else []) if not os.path.exists(f)]
-    return lost
-
-
 # ---- the projections table (rules/projections_table.smk) -----------------------------------
 
 PROJECTIONS_DIR = f"{EXP}/tables/projections"
@@ -335,17 +324,15 @@ def projections_table_vector_stamp(trait):
 
 
 def projections_table_captures(wildcards):
-    """The capture manifests and the trait's first capture file of every shard (so a new trait's capture
-    runs even when only the table is asked for): ancient while the part exists, plain when it is missing."""
-    trait = TRAIT_OF_PART[wildcards.part]
-    # The same files either way: a set of inputs that changed between runs would itself trigger a rerun.
+    """The capture manifests: ancient while the part exists, plain when it is missing. A new trait
+    changes every capture job's params, so its capture runs even when only the table is asked for."""
     done = [manifest("capture", k) for k in range(len(PLAN.shards))]
-    done += [all_layers_path(trait, shard[0], "pt") for shard in PLAN.shards if shard]
-    return ancient(done) if os.path.exists(projections_table_path(trait)) else done
+    return ancient(done) if os.path.exists(projections_table_path(TRAIT_OF_PART[wildcards.part])) else done
 
 
 def all_targets():
-    return (stage_manifests() + lost_files() + [f"{EXP}/viewer/index.json"] + report_targets()
+    FINGERPRINTS.save()  # called last (by the target rule all), once the plan has hashed what it needed
+    return (stage_manifests() + DECLARED.requests + [f"{EXP}/viewer/index.json"] + report_targets()
             + list(dynamics_tables_outputs().values()) + projections_tables())
 
 
@@ -356,7 +343,7 @@ def print_summary(workflow):
     """The end-of-run summary (onsuccess, onerror), with why each stage's jobs ran."""
     SUMMARY_PRINTED.append(True)
     print_run_summary(PLAN, {t: trait_targets(t) for t in PLAN.traits}, RUN_START, LOGS,
-                      rerun_reasons(workflow, PLAN.shard_names))
+                      rerun_reasons(workflow, PLAN.shard_names), orphans_line(config, PLAN.exp_dir))
 
 
 def print_summary_after_noop():
@@ -375,3 +362,6 @@ def print_summary_after_noop():
 
 
 atexit.register(print_summary_after_noop)
+
+
+include: "staleness.smk"  # content fingerprints, what per-shard jobs declare, the traits they serve

@@ -4,6 +4,7 @@
 # made of their vectors (method_scores). Changing a threshold reruns only these jobs.
 
 for shard_id, indices in enumerate(PLAN.shards):
+    dynamics_files = {"files": [dynamics_path(t, i) for t in CAPTURE_TRAITS for i in indices]}
 
     rule:
         name:
@@ -11,13 +12,13 @@ for shard_id, indices in enumerate(PLAN.shards):
         input:
             captures_done=manifest("capture", shard_id),
         output:
-            files=[dynamics_path(t, i) for t in TRAITS for i in indices],
-            manifest=manifest("dynamics", shard_id),
+            **declared_outputs("dynamics", shard_id, dynamics_files),
         params:
+            outputs=dynamics_files,  # what the job writes (it declares its manifest: rules/staleness.smk)
             responses=[response_path(i) for i in indices],
-            captures={t: [all_layers_path(t, i, "pt") for i in indices] for t in TRAITS},
-            plan={t: {"layer": DYNAMICS[t]["layer"], "vector_layer": PLAN.traits[t].layer,
-                      "methods": DYNAMICS[t]["methods"]} for t in TRAITS},
+            captures={t: [all_layers_path(t, i, "pt") for i in indices] for t in CAPTURE_TRAITS},
+            plan={t: {"layer": DYNAMICS[t]["layer"], "vector_layer": trait_plan(t).layer,
+                      "methods": DYNAMICS[t]["methods"]} for t in CAPTURE_TRAITS},
             point=config["dynamics"]["point"],
             span=config["dynamics"]["span"],
             settings={k: v for k, v in config["dynamics"].items() if k not in ("layer", "point", "span", "methods")},

@@ -1,18 +1,23 @@
 # Contrastive examples -> mean_diff and probe vectors at every layer, per trait.
 
 if EXTRACT_TRAITS:
+    # The examples' content hashes: an edited examples file reruns the extraction whatever its date.
+    EXAMPLES_SHA256 = {t: user_fingerprints(sorted(trait_plan(t).examples.values())) for t in EXTRACT_TRAITS}
 
     rule extract_vectors:
         input:
-            positive=f"{EXP}/{{trait}}/extraction/positive.txt",
-            negative=f"{EXP}/{{trait}}/extraction/negative.txt",
+            # where config layout says (outputs always go under our own experiment folder)
+            positive=lambda w: trait_plan(w.trait).examples["positive"],
+            negative=lambda w: trait_plan(w.trait).examples["negative"],
             model=PLAN.model_files,
         output:
             extracted_vectors(),
+            manifest=extraction_manifest("{trait}"),  # each vector's sha256: a vector replaced later is told apart
         wildcard_constraints:
             trait="|".join(EXTRACT_TRAITS),
         params:
             **model_params(),
+            examples_sha256=lambda w: EXAMPLES_SHA256[w.trait],
         log:
             f"{LOGS}/extract_vectors/{{trait}}.log",
         benchmark:

@@ -6,6 +6,7 @@
 # generation.batch_size and capture.max_batch_tokens are speed only, read from the config.
 
 for shard_id, indices in enumerate(PLAN.shards):
+    response_files = {"files": [response_path(i) for i in indices]}
 
     rule:
         name:
@@ -13,9 +14,9 @@ for shard_id, indices in enumerate(PLAN.shards):
         input:
             model=PLAN.model_files,
         output:
-            files=[response_path(i) for i in indices],
-            manifest=manifest("generate", shard_id),
+            **declared_outputs("generate", shard_id, response_files),
         params:
+            outputs=response_files,  # what the job writes (it declares its manifest: rules/staleness.smk)
             **model_params(),
             prompt_set=PLAN.prompt_set(indices[0]),
             indices=local_indices(indices),

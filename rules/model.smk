@@ -1,11 +1,16 @@
-# The embedded demo model: built here, then loaded with from_pretrained like any model.
+# The random demo model (`model: traitflow-demo`, for scale work): built here, one folder per
+# demo_model spec (traitflow.demo.demo_model_dir), then loaded with from_pretrained like any model.
+# The demo experiment uses the trained chat model shipped in models/traitflow-demo-chat instead.
+from traitflow.demo import demo_model_dir
+
+DEMO_DIR = demo_model_dir(config.get("demo_model"))
 
 
 rule build_demo_model:
     output:
-        config=f"{DEMO_MODEL_DIR}/config.json",
-        weights=f"{DEMO_MODEL_DIR}/model.safetensors",
-        tokenizer=f"{DEMO_MODEL_DIR}/tokenizer.json",
+        config=f"{DEMO_DIR}/config.json",
+        weights=f"{DEMO_DIR}/model.safetensors",
+        tokenizer=f"{DEMO_DIR}/tokenizer.json",
     params:
         spec=config.get("demo_model", {}),
     log:

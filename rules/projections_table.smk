@@ -27,6 +27,7 @@ rule projections_table_vector:
     params:
         method=lambda w: PLAN.traits[w.trait].method,
         layer=lambda w: PLAN.traits[w.trait].layer,
+        sha256=lambda w: user_fingerprints([PLAN.traits[w.trait].vector_path]),  # replaced by an older file too
     log:
         f"{LOGS}/tables/projections_vector_{{trait}}.log",
     conda:
@@ -48,6 +49,7 @@ rule projections_table:
         prompts=[list(ref) for ref in PLAN.prompt_refs],
         category=lambda w: PLAN.traits[TRAIT_OF_PART[w.part]].category,
         captures=lambda w: [all_layers_path(TRAIT_OF_PART[w.part], i, "pt") for i in range(len(PLAN.prompts))],
+        prompt_columns=PLAN.prompt_columns,  # ids, fields, labels: an edited label reruns the tables only
         model=config["model"],
         dtype=config["capture"]["dtype"],
     log:

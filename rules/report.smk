@@ -87,6 +87,7 @@ rule report_tables:
                                 category="1. Tables", labels={"table": "dynamics summary"}),
     params:
         prompts=prompt_ids(PLAN, report_prompts()),  # per-prompt dynamics rows: the prompts with figures
+        prompt_columns=list(PLAN.prompt_columns),  # shown beside each prompt, never summarised as metrics
         vectors=plan_vectors(PLAN),
         hidden_size=PLAN.hidden_size,
         model=config["model"],

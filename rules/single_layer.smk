@@ -25,9 +25,10 @@ if SINGLE_LAYERS:
                 responses_done=manifest("generate", shard_id),
                 model=PLAN.model_files,
             output:
-                files=[internals_path(i, l) for i in indices for l in SINGLE_LAYERS],
-                manifest=manifest("capture_layer_internals", shard_id),
+                **declared_outputs("capture_layer_internals", shard_id,
+                                   {"files": [internals_path(i, l) for i in indices for l in SINGLE_LAYERS]}),
             params:
+                outputs={"files": [internals_path(i, l) for i in indices for l in SINGLE_LAYERS]},
                 **model_params(),
                 responses=lambda w, indices=indices: [response_path(i) for i in indices],
                 layers=SINGLE_LAYERS,
@@ -47,20 +48,21 @@ if SINGLE_LAYERS:
                 shard_rule("capture_single_layer", shard_id)
             input:
                 internals_done=manifest("capture_layer_internals", shard_id),
-                vectors=[PLAN.traits[t].vector_path for t in TRAITS],
+                vectors=[trait_plan(t).vector_path for t in CAPTURE_TRAITS],
                 model=PLAN.model_files,
             output:
-                **single_layer_outputs(TRAITS, indices),  # trait, then prompt, then layer
-                manifest=manifest("capture_single_layer", shard_id),
+                **declared_outputs("capture_single_layer", shard_id, single_layer_outputs(CAPTURE_TRAITS, indices)),
             params:
+                outputs=single_layer_outputs(CAPTURE_TRAITS, indices),  # trait, then prompt, then layer
                 **single_layer_params(),
                 internals=[internals_path(i, l) for i in indices for l in SINGLE_LAYERS],
                 layers=SINGLE_LAYERS,
                 save_json=config["capture"]["save_json"],
                 allow_model_mismatch=config["vector"]["allow_model_mismatch"],
                 top_neurons=config["single_layer"]["top_neurons"],
-                traits=TRAITS,
-                vectors={t: {"method": PLAN.traits[t].method, "layer": PLAN.traits[t].layer} for t in TRAITS},
+                traits=CAPTURE_TRAITS,
+                vectors={t: {"method": trait_plan(t).method, "layer": trait_plan(t).layer} for t in CAPTURE_TRAITS},
+                vector_sha256=user_fingerprints([trait_plan(t).vector_path for t in CAPTURE_TRAITS]),
             log:
                 shard_log("capture_single_layer", shard_id),
             benchmark:

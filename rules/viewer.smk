@@ -19,6 +19,8 @@ rule viewer_overview:
         traits=TRAITS,
         prompts=list(range(len(PLAN.prompts))),
         experiment=PLAN.experiment,
+        prompt_refs=[list(ref) for ref in PLAN.prompt_refs],
+        prompt_meta=PLAN.prompt_meta,  # ids, fields, labels: the viewer sorts and groups by a label
     log:
         f"{LOGS}/viewer_overview.log",
     conda:

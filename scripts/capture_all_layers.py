@@ -7,7 +7,7 @@ then each trait's small file (projections + metadata naming the shared file).
 import logging
 import os
 
-from traitflow.scripting import run_script
+from traitflow.scripting import job_outputs, run_script
 
 
 def load_vectors(traits, d_model):
@@ -36,7 +36,7 @@ def main(smk):
     from traitflow.verify import check
     from traitflow.workflow import model_config
 
-    p = smk.params
+    p, out_files = smk.params, job_outputs(smk)
     # Vectors are loaded (and refused) before the model: a bad one costs no model load.
     vectors, rows = load_vectors(p.traits, model_config(smk.config)["hidden_size"])
     model = load_model(p.model_path, p.device, p.dtype, eager=True)
@@ -44,23 +44,25 @@ def main(smk):
     responses = [load_json(path) for path in p.responses]
     sequences = [r["prompt"]["token_ids"] + r["response"]["token_ids"] for r in responses]
     captures = capture(model, sequences, vectors, batch_size=smk.config["capture"]["batch_size"],
-                       lens_top_k=p.logit_lens_top_k, token_budget=smk.config["capture"]["max_batch_tokens"],
+                       lens_top_k=p.logit_lens_top_k, lens_layers=p.logit_lens_layers,
+                       token_budget=smk.config["capture"]["max_batch_tokens"],
                        labels=[f"prompt {i} ({path})" for i, path in zip(p.indices, p.responses)])
     tokenizer = load_tokenizer(p.model_path) if p.logit_lens_top_k else None
     point = SUBLAYERS.index(p.dynamics["point"]) if p.dynamics else None
 
     for k, (i, resp, cap) in enumerate(zip(p.indices, responses, captures)):
-        shared = smk.output.shared[k]
+        shared = out_files.shared[k]
         lens = None
         if cap.lens_ids is not None:
             ids = sorted(set(cap.lens_ids.flatten().tolist()))
-            lens = (cap.lens_ids.numpy(), cap.lens_probs.numpy(), dict(zip(ids, (tokenizer.decode([j]) for j in ids))))
+            lens = (cap.lens_ids.numpy(), cap.lens_probs.numpy(), dict(zip(ids, (tokenizer.decode([j]) for j in ids))),
+                    cap.lens_layers)
         write_shared(shared, sequences[k], resp["prompt"]["n_tokens"], cap.norms.numpy(),
                      cap.attention_codes.numpy(), lens,
                      {"model": p.model, "dtype": dtype, "response_source": p.responses[k], "prompt_index": i})
         for n, (trait, row) in enumerate(zip(p.traits, rows)):
             out = n * len(p.indices) + k  # outputs are trait-major (rules/common.smk capture_outputs)
-            path = smk.output.pt[out]
+            path = out_files.pt[out]
             meta = {"trait": trait["name"], "trait_display_name": trait["name"].replace("_", " ").title(),
                     "vector_path": trait["vector"], "method": trait["method"], "vector_layer": trait["layer"],
                     "model": p.model, "dtype": dtype, "prompt_index": i,
@@ -73,7 +75,7 @@ def main(smk):
             check(record, "all_layers", path)
             save_pt(record, path)
             if p.save_json:
-                save_json(all_layers_json(record), smk.output.json[out])
+                save_json(all_layers_json(record), out_files.json[out])
         logging.info("prompt %d: %d tokens, %d traits", i, len(sequences[k]), len(p.traits))
 
 

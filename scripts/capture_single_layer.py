@@ -1,7 +1,7 @@
 """Every trait's decomposition at each configured layer, for one prompt shard, from the shared internals.
 
 No model is loaded and nothing runs forward: the configured layers' weights are read
-from the checkpoint files (traitflow.single_layer.load_layers), on the CPU.
+from the checkpoint files (traitflow.layer_weights.load_layers), on the CPU.
 """
 
 import logging
@@ -9,12 +9,14 @@ import os
 import resource
 import time
 
-from traitflow.scripting import run_script
+from traitflow.scripting import job_outputs, run_script
 
 
 def main(smk):
     from traitflow.formats import load_pt, save_json, save_pt, to_json
-    from traitflow.single_layer import decompose_prepared, load_layers, prepare_decomposition, trait_record
+    from traitflow.decomposition import decompose_prepared, prepare_decomposition
+    from traitflow.layer_weights import load_layers
+    from traitflow.single_layer import trait_record
     from traitflow.vectors import check_vector_model, load_vector
     from traitflow.verify import check
     from traitflow.workflow import model_config
@@ -30,8 +32,9 @@ def main(smk):
     # Output order (rules/common.smk single_layer_outputs): trait, then prompt, then layer,
     # the prompt-layer part in p.internals' order.
     n = len(p.internals)
-    outputs = {ext: {t: getattr(smk.output, ext)[k * n:(k + 1) * n] for k, t in enumerate(p.traits)}
-               for ext in ("pt", "json") if ext in smk.output.keys()}
+    planned = vars(job_outputs(smk))
+    outputs = {ext: {t: planned[ext][k * n:(k + 1) * n] for k, t in enumerate(p.traits)}
+               for ext in ("pt", "json") if ext in planned}
     config = blocks = None
     for k, internals_path in enumerate(p.internals):
         internals = load_pt(internals_path)

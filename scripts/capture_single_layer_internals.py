@@ -2,7 +2,7 @@
 
 import logging
 
-from traitflow.scripting import run_script
+from traitflow.scripting import job_outputs, run_script
 
 
 def main(smk):
@@ -18,7 +18,7 @@ def main(smk):
     captured = capture_internals(model, sequences, p.layers, batch_size=smk.config["capture"]["batch_size"])
     dims = model_dims(model)
     metadata = {"model": p.model, "dtype": model_dtype(model)}
-    outputs = iter(smk.output.files)
+    outputs = iter(job_outputs(smk).files)
     for k, (resp, layers) in enumerate(zip(responses, captured)):
         meta = {**metadata, "temperature": resp["settings"]["temperature"], "seed": resp["seed"],
                 "generation": resp["settings"], "response_source": p.responses[k]}

@@ -6,7 +6,7 @@ every other method's were made by the capture pass (the record's method_scores).
 
 import logging
 
-from traitflow.scripting import run_script
+from traitflow.scripting import job_outputs, run_script
 
 
 def trait_scores(record, plan, point):
@@ -27,7 +27,7 @@ def main(smk):
     p = smk.params
     point = SUBLAYERS.index(p.point)
     responses = [load_json(path) for path in p.responses]
-    outputs = iter(smk.output.files)  # trait-major, like the captures (rules/dynamics.smk)
+    outputs = iter(job_outputs(smk).files)  # trait-major, like the captures (rules/dynamics.smk)
     for trait, captures in p.captures.items():
         plan = p.plan[trait]
         sources = {m["method"]: {"vector": m["vector"],

@@ -1,42 +1,58 @@
 #!/usr/bin/env python
-"""Write the seed scripts' full layout (attention included) for per-trait capture files.
+"""Write captures in the original project's nested layout, attention included, for its scripts and viewer.
 
-usage: python scripts/export_seed_format.py FILE.pt... --out DIR [--json]
+usage: python scripts/export_seed_format.py --experiment EXP --out DIR [--trait T ...] [--set S ...]
+                                            [--prompt I ...] [--no-json] [--no-single-layer]
+       python scripts/export_seed_format.py FILE.pt ... --out DIR [--no-json]
 
-Each FILE (an all-layers or single-layer per-trait .pt) becomes DIR/<its path with '/' as '__'>.pt
-holding traitflow.load_seed_format(FILE), and with --json a .json mirror too. Our own files keep
-trait-independent data once per prompt; this is for tools that read the seed layout from disk.
+Writes DIR/EXP/{category?}/{trait}/inference/residual_stream_activations/{set?}/prompt_{i}.pt and .json
+(and layer_internal_states/.../prompt_{i}_layer{L}), where i is the prompt's index within its set,
+and prints every file written, then one summary line. docs/formats.md describes both layouts.
 """
 
 import argparse
 import os
 import sys
 
-from traitflow import load_seed_format
 from traitflow.errors import TraitflowError
-from traitflow.formats import save_json, save_pt, to_json
+from traitflow.seed_export import experiment_files, experiment_of, export_file
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("files", nargs="+", help="per-trait .pt files")
-    ap.add_argument("--out", required=True, help="folder to write the seed-layout files into")
-    ap.add_argument("--json", action="store_true", help="also write the .json mirror (large: attention in text)")
+    ap.add_argument("files", nargs="*", help="per-trait .pt files (instead of --experiment)")
+    ap.add_argument("--experiment", help="export every capture of experiments/EXPERIMENT (or those chosen)")
+    ap.add_argument("--out", required=True, help="folder to write EXPERIMENT/... into")
+    ap.add_argument("--trait", action="append", help="only this trait (TRAIT or CATEGORY/TRAIT; repeatable)")
+    ap.add_argument("--set", action="append", help="only this prompt set ('default': inference_prompts; repeatable)")
+    ap.add_argument("--prompt", action="append", type=int, help="only this prompt index within its set (repeatable)")
+    ap.add_argument("--no-json", action="store_true", help="skip the .json mirrors (large: attention as text)")
+    ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old commands
+    ap.add_argument("--no-single-layer", action="store_true", help="skip the single-layer deep-dive files")
     args = ap.parse_args(argv)
-    failed = 0
-    for path in args.files:
-        name = os.path.normpath(path).lstrip(os.sep).replace(os.sep, "__")
-        target = os.path.join(args.out, name)
+    if bool(args.files) == bool(args.experiment):
+        ap.error("give either FILE.pt ... or --experiment EXP")
+    try:
+        if args.experiment:
+            exp_dir = os.path.join("experiments", args.experiment)
+            files = [(f, exp_dir) for f in experiment_files(exp_dir, args.trait, args.set, args.prompt,
+                                                            not args.no_single_layer)]
+        else:
+            files = [(f, experiment_of(f)) for f in args.files]
+    except TraitflowError as err:
+        print(f"traitflow export: {err}", file=sys.stderr)
+        return 1
+    written, failed = [], 0
+    for path, exp_dir in files:
         try:
-            record = load_seed_format(path)
+            for target in export_file(path, exp_dir, args.out, not args.no_json):
+                print(target)
+                written.append(target)
         except (TraitflowError, OSError, KeyError) as err:
             print(f"{path}: cannot export: {err}", file=sys.stderr)
             failed += 1
-            continue
-        save_pt(record, target)
-        if args.json:
-            save_json(to_json(record), target.removesuffix(".pt") + ".json")
-        print(target)
+    print(f"exported {len(files) - failed} capture file(s) as {len(written)} file(s) under {args.out}"
+          + (f"; {failed} failed (above)" if failed else ""), file=sys.stderr)
     return 1 if failed else 0
 
 

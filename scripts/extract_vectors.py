@@ -38,7 +38,7 @@ def main(smk):
         logging.info("layer %d extracted", layer)
     # Extracted vectors are generated files: git ignores them, and not the vectors a user brings.
     gitignore = next(p for p in smk.output if p.endswith("/.gitignore"))
-    names = sorted(os.path.basename(p) for p in smk.output)  # the vectors, their metadata, this file
+    names = sorted(os.path.basename(p) for p in smk.output if p != smk.output.manifest)  # vectors, metadata, this
     with open(gitignore, "w", encoding="utf-8") as fh:
         fh.write("# written by traitflow's extraction: these files are generated\n" + "\n".join(names) + "\n")
 

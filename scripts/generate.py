@@ -2,7 +2,7 @@
 
 import logging
 
-from traitflow.scripting import run_script
+from traitflow.scripting import job_outputs, run_script
 
 
 def main(smk):
@@ -23,7 +23,7 @@ def main(smk):
     # What the numbers were computed with: the dtype, the device kind, and whether the chat template wrapped
     # the prompt (generation.chat_template: auto resolves to true or false at plan time).
     settings = {**gen, "dtype": model_dtype(model), "device": p.device.split(":")[0]}
-    for index, text, ids, resp, path in zip(p.indices, p.prompts, prompt_ids, responses, smk.output.files):
+    for index, text, ids, resp, path in zip(p.indices, p.prompts, prompt_ids, responses, job_outputs(smk).files):
         save_json(response_record(index, text, ids, resp, tokenizer, settings, p.model, p.prompt_set), path, indent=1)
         logging.info("prompt %d: %d prompt + %d response tokens", index, len(ids), len(resp))
 

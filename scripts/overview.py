@@ -9,7 +9,9 @@ def main(smk):
     p = smk.params
     paths = iter(p.captures)  # trait-major: every prompt of trait 0, then trait 1, ...
     captures = {trait: {i: next(paths) for i in p.prompts} for trait in p.traits}
-    save_overview(overview_from_files(captures, p.traits, p.prompts, p.experiment), smk.output[0])
+    overview = overview_from_files(captures, p.traits, p.prompts, p.experiment, prompt_refs=p.prompt_refs,
+                                   prompt_meta=p.prompt_meta)
+    save_overview(overview, smk.output[0])
 
 
 run_script(snakemake, main)  # noqa: F821

@@ -9,7 +9,7 @@ def main(smk):
     from traitflow.projections_table import build_partition
 
     captures = [(prompt_set, i, path) for (prompt_set, i), path in zip(smk.params.prompts, smk.params.captures)]
-    table = build_partition(captures, smk.output.table, smk.params.category)
+    table = build_partition(captures, smk.output.table, smk.params.category, smk.params.prompt_columns)
     logging.info("%s: %d rows x %d columns from %d captures", smk.output.table, table.num_rows,
                  table.num_columns, len(captures))
 

@@ -12,7 +12,7 @@ def main(smk):
     p = smk.params
     summary = read_summary(smk.input.dynamics_summary)
     write_text(smk.output.dynamics_summary,
-               dynamics_summary_html(summary, p.prompts, smk.input.dynamics_summary))
+               dynamics_summary_html(summary, p.prompts, smk.input.dynamics_summary, p.prompt_columns))
     metadata = find_metadata(p.vectors, smk.input.vector_metadata)
     rows = vector_quality_rows(p.vectors, metadata, p.hidden_size, p.model)
     write_text(smk.output.vector_quality, vector_quality_html(rows))

@@ -1,5 +1,6 @@
 """Shared fixtures: a built demo workflow, copies of it to mutate, and tiny models."""
 
+import json
 import os
 import re
 import shutil
@@ -10,13 +11,14 @@ import pytest
 import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORKFLOW_FILES = ["Snakefile", "config.yaml", "rules", "scripts", "schemas", "profiles", "envs", "report"]
+WORKFLOW_FILES = ["Snakefile", "config.yaml", "rules", "scripts", "schemas", "profiles", "envs", "report", "models"]
 
-# The demo run used by the workflow tests: 3 prompt shards so shard-level
+# The demo run used by the workflow tests: 3 prompt shards (24 prompts, 8 per job) so shard-level
 # invalidation is observable, short responses to keep it quick.
 TEST_CONFIG = {
-    "capture": {"prompts_per_job": 4},
+    "capture": {"prompts_per_job": 8},
     "generation": {"max_new_tokens": 10},
+    "single_layer": {"layers": [1, 2]},
 }
 
 
@@ -60,6 +62,18 @@ def snakemake(workdir, *args, check=True, timeout=900):
     return proc
 
 
+def date_back(workdir, seconds=3600):
+    """Shift every file's mtime back by `seconds` (relative order kept), so a file written next is
+    the newest without setting any time ahead of the wall clock."""
+    for root, _, files in os.walk(workdir):
+        for name in files:
+            path = os.path.join(root, name)
+            if os.path.islink(path):
+                continue
+            st = os.stat(path)
+            os.utime(path, ns=(st.st_atime_ns - seconds * 10**9, st.st_mtime_ns - seconds * 10**9))
+
+
 def job_counts(output):
     """{rule: count} from a (dry-)run's 'Job stats' table; {} when nothing is scheduled."""
     counts = {}
@@ -79,12 +93,34 @@ def dry_run(workdir, *args):
     return job_counts(snakemake(workdir, "-n", "--quiet", "rules", *args).stdout)
 
 
+def shared_build(tmp_path_factory, name, build):
+    """build(dir) -> a JSON-able dict, run once per test run however many xdist workers ask.
+
+    The first worker to take the lock builds into a folder every worker of this run sees (the
+    parent of the per-worker temp folders); the others wait and reuse it. Read-only to tests.
+    """
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    root, record = base / name, base / f"{name}.json"
+    with FileLock(str(base / f"{name}.lock")):
+        if not record.exists():
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir()
+            record.write_text(json.dumps(build(str(root))))
+    return json.loads(record.read_text())
+
+
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory):
     """The demo experiment, run once end to end by Snakemake; treat it as read-only."""
-    workdir = make_workdir(str(tmp_path_factory.mktemp("demo_run")), TEST_CONFIG)
-    proc = snakemake(workdir, "--cores", "2")
-    return {"dir": workdir, "output": proc.stdout}
+    def build(root):
+        workdir = make_workdir(root, TEST_CONFIG)
+        return {"dir": workdir, "output": snakemake(workdir, "--cores", "2").stdout}
+
+    return shared_build(tmp_path_factory, "demo_run", build)
 
 
 @pytest.fixture
@@ -130,3 +166,70 @@ def tiny_model(request, demo_model_dir, tmp_path_factory):
     else:
         path = tiny_llama_like(request.param, str(tmp_path_factory.mktemp(request.param)), len(tokenizer))
     return load_model(path, "cpu", "float32", eager=True), tokenizer, request.param
+
+
+# ---------- browser tests (tests/test_viewer_*.py): Debian's chromium through playwright ----------
+
+@pytest.fixture(scope="module")
+def browser():
+    """One chromium per test module; `make test` installs it first (make browser-deps), never `playwright install`."""
+    from playwright.sync_api import sync_playwright
+
+    executable = shutil.which("chromium")
+    assert executable, "Debian's chromium is not installed: run `make browser-deps` (apt-get install -y chromium)"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def new_page(browser):
+    """new_page(missing_ok=False, enforce_csp=False) -> a page that records every response (page.responses).
+
+    The test fails on any page error or console error; with missing_ok, the browser's own
+    "Failed to load resource" message for a 404 is not one (a test may expect a missing file).
+    """
+    pages, errors = [], []
+
+    def make(missing_ok=False, enforce_csp=False):
+        # bypass_csp: tests evaluate small expressions to wait; the page's own policy is tested on its own
+        # (enforce_csp: then wait with selectors only, e.g. body[data-state="ready"]).
+        page = browser.new_page(viewport={"width": 1400, "height": 1000}, bypass_csp=not enforce_csp)
+        page.on("pageerror", lambda err: errors.append(str(err)))
+        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" and not (
+            missing_ok and msg.text.startswith("Failed to load resource")) else None)
+        page.responses = []
+        page.on("response", lambda response: page.responses.append(response))
+        pages.append(page)
+        return page
+
+    yield make
+    for page in pages:
+        page.close()
+    assert errors == []
+
+
+@pytest.fixture(scope="module")
+def demo_server(demo_run):
+    """A viewer server for the demo run (read-only)."""
+    from viewer_page import served
+
+    with served(demo_run["dir"]) as server:
+        yield server
+
+
+@pytest.fixture
+def open_viewer(new_page):
+    """open_viewer(server, query="&prompt=0") -> a page of the "demo" experiment that has drawn every view."""
+    from traitflow.serve import viewer_url
+    from viewer_page import wait_ready
+
+    def open_(server, query="&prompt=0"):
+        # A 404 is the browser's console message, not a page error (one test expects a missing index).
+        page = new_page(missing_ok=True)
+        page.goto(viewer_url(server, "demo") + query)
+        wait_ready(page)
+        return page
+
+    return open_

@@ -69,8 +69,8 @@ def left_out(plan, trait, capsys):
 
 def test_missing_prompts_file(experiment):
     os.remove(PROMPTS)
-    assert plan_error() == (f"{PROMPTS}: prompts file not found; fix: create it with one entry per line, "
-                            "or point the config at the right file")
+    assert plan_error() == (f"{PROMPTS}: prompts file not found; fix: create it with one prompt per line (or "
+                            "inference_prompts.jsonl or .json, see docs/formats.md), or point the config at the right file")
 
 
 def test_empty_prompts_file(experiment):
@@ -101,9 +101,9 @@ def test_non_utf8_bytes_name_the_line(experiment):
                             "fix: re-save the file as UTF-8")
 
 
-def test_windows_line_endings(experiment):
+def test_windows_line_endings(experiment):  # issue 22: \r\n, \r and \n each end a line
     write(experiment, {PROMPTS: "first\r\nsecond\r\n"})
-    assert plan_error() == f"{PROMPTS}:1: Windows line ending (\\r); fix: save the file with Unix (LF) line endings"
+    assert make_plan(make_config()).prompts == ["first", "second"]
 
 
 def test_utf8_bom_is_not_part_of_the_first_prompt(experiment):
@@ -191,8 +191,9 @@ def test_no_trait_can_run(experiment):
 def test_no_traits_at_all(experiment):
     shutil.rmtree("experiments/demo/refusal")
     assert plan_error() == ("experiments/demo: no traits found (a trait is a folder holding extraction/, directly or "
-                            "in a category folder); fix: add experiments/demo/TRAIT/extraction/ with positive.txt and "
-                            "negative.txt, or vectors/")
+                            "in a category folder; looked in experiments/demo/ and its folders; nothing there looks like "
+                            "a vector or an examples file); fix: add experiments/demo/TRAIT/extraction/ with positive.txt "
+                            "and negative.txt, or vectors/; or describe your folders with layout (docs/layouts.md)")
 
 
 def test_unknown_method_lists_the_vectors_that_exist(experiment, capsys):
@@ -373,7 +374,14 @@ def test_command_line_value_is_named_as_such(config_file):
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    return make_workdir(str(tmp_path_factory.mktemp("bad_input")))
+    """The demo with its prompts as a plain .txt set (the cases above are about that format)."""
+    work = make_workdir(str(tmp_path_factory.mktemp("bad_input")))
+    json_set = os.path.join(work, "experiments/demo/inference_prompts.json")
+    with open(json_set) as fh:
+        texts = [p["text"] for p in json.load(fh)["prompts"]]
+    os.remove(json_set)
+    write(work, {PROMPTS: "\n".join(texts) + "\n"})
+    return work
 
 
 @pytest.mark.parametrize("args, files, line", [

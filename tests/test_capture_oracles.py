@@ -1,4 +1,4 @@
-"""Capture against independent oracles (DESIGN.md section 5), for every supported architecture."""
+"""Capture against independent oracles (docs/design.md, "Correctness oracles"), for every supported architecture."""
 
 import numpy as np
 import pytest

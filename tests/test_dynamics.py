@@ -4,14 +4,13 @@ import glob
 import json
 import os
 import re
-import time
 
 import numpy as np
 import pytest
 import torch
 import yaml
 
-from conftest import dry_run, snakemake
+from conftest import date_back, dry_run, snakemake
 from traitflow import SUBLAYERS
 from traitflow.dynamics import DEFAULT_SETTINGS, dynamics_record, metrics, plan_dynamics, resolve_methods
 from traitflow.errors import TraitflowError
@@ -312,7 +311,7 @@ def shard_count(workdir):
 def test_scores_are_the_captures_projections_and_method_scores(demo_run):
     for trait in TRAITS:
         paths = dynamics_files(demo_run["dir"], trait)
-        assert len(paths) == 10
+        assert len(paths) == 24  # the demo's prompts
         for path in paths:
             rec = load(path)
             cap = torch.load(path.replace("dynamics", "residual_stream_activations").replace(".json", ".pt"),
@@ -332,7 +331,7 @@ def test_mean_diff_scores_equal_hidden_states_times_unit_vector(demo_run):
     from transformers import AutoModelForCausalLM
 
     workdir = demo_run["dir"]
-    model = AutoModelForCausalLM.from_pretrained(os.path.join(workdir, "resources/models/traitflow-demo"),
+    model = AutoModelForCausalLM.from_pretrained(os.path.join(workdir, "models/traitflow-demo-chat"),
                                                  dtype=torch.float32).eval()
     for trait in TRAITS:
         for path in dynamics_files(workdir, trait)[::3]:
@@ -369,7 +368,7 @@ def test_json_metrics_are_those_of_its_scores(demo_run):
                 if dyn["commitment_point"]:
                     committed += 1
                     assert dyn["commitment_point"]["token"] == rec["tokens"][dyn["commitment_point"]["index"]]
-    print(f"{committed} of {len(TRAITS) * 10 * 2} demo trajectories have a commitment point")
+    print(f"{committed} of {len(TRAITS) * 24 * 2} demo trajectories have a commitment point")
 
 
 # --- incremental behaviour --------------------------------------------------------------------------
@@ -390,9 +389,8 @@ def scheduled(workdir, *args):
 
 def touch_vector(workdir, trait, name):
     path = os.path.join(workdir, EXP, trait, "extraction/vectors", name)
+    date_back(workdir)
     torch.save(-torch.load(path, weights_only=True), path)
-    t = time.time() + 5
-    os.utime(path, (t, t))
 
 
 def test_changing_one_traits_vector_reruns_capture_and_dynamics_never_generation(demo_copy):
@@ -425,7 +423,7 @@ def test_changing_a_metric_setting_reruns_dynamics_only(demo_copy, setting):
 
 
 def test_dynamics_never_load_the_model(demo_copy):
-    weights = os.path.join(demo_copy, "resources/models/traitflow-demo/model.safetensors")
+    weights = os.path.join(demo_copy, "models/traitflow-demo-chat/model.safetensors")
     stat = os.stat(weights)
     with open(weights, "rb") as fh:
         size = fh.read(8)

@@ -127,7 +127,9 @@ def test_demo_responses_do_not_depend_on_shard_or_batch_size_and_one_edit_change
 
     from conftest import make_workdir, snakemake
 
-    n = len([l for l in open(os.path.join(demo_run["dir"], "experiments/demo/inference_prompts.txt")) if l.strip()])
+    from demo_prompts import prompt_texts, set_prompt_text
+
+    n = len(prompt_texts(demo_run["dir"]))
     targets = [f"experiments/demo/inference/responses/prompt_{i}.json" for i in range(n)]
     reference = workflow_responses(demo_run["dir"], n)  # prompts_per_job 4, batch_size 8
     runs = {}
@@ -139,11 +141,7 @@ def test_demo_responses_do_not_depend_on_shard_or_batch_size_and_one_edit_change
         assert workflow_responses(work, n) == reference, (per_job, batch)
     # Edit prompt 3 in the one-shard run: the whole shard regenerates, and only prompt 3's response changes.
     work = runs[16]
-    path = os.path.join(work, "experiments/demo/inference_prompts.txt")
-    lines = open(path).read().splitlines()
-    lines[3] = "Please tell me something surprising about octopuses."
-    with open(path, "w") as fh:
-        fh.write("\n".join(lines) + "\n")
+    set_prompt_text(work, 3, "Please tell me something surprising about octopuses.")
     snakemake(work, "--cores", "2", *targets)
     after = workflow_responses(work, n)
     assert after[3] != reference[3]

@@ -11,25 +11,15 @@ import os
 
 import torch
 
-from conftest import dry_run, snakemake
+from conftest import date_back, dry_run, snakemake
+from demo_prompts import DEMO_PROMPTS, with_prompt_text
 
 EXP = "experiments/demo"
 
 
-def age_everything(workdir, seconds=3600):
-    """Shift every file's mtime back by `seconds` (relative order kept)."""
-    for root, _, files in os.walk(workdir):
-        for name in files:
-            path = os.path.join(root, name)
-            if os.path.islink(path):
-                continue
-            st = os.stat(path)
-            os.utime(path, ns=(st.st_atime_ns - seconds * 10**9, st.st_mtime_ns - seconds * 10**9))
-
-
 def rewrite(workdir, path, data):
     """Change a file's content after dating everything else back: it is now the newest file."""
-    age_everything(workdir)
+    date_back(workdir)
     with open(path, "wb") as fh:
         fh.write(data)
 
@@ -55,7 +45,7 @@ def test_changing_one_vector_reruns_only_captures_and_updates_only_that_trait(de
     responses = os.path.join(demo_copy, EXP, "inference/responses")
     before = {t: projections(demo_copy, t, 5) for t in ("sycophancy", "refusal")}
     response_bytes = {f: open(os.path.join(responses, f), "rb").read() for f in os.listdir(responses)}
-    age_everything(demo_copy)
+    date_back(demo_copy)
     torch.save(-torch.load(vec, weights_only=True), vec)
     counts = dry_run(demo_copy)
     # Nothing upstream reruns; downstream, one capture pass per shard (3) plus experiment-wide aggregates.
@@ -79,10 +69,8 @@ def test_changing_one_traits_examples_reruns_its_extraction_and_captures(demo_co
 
 
 def test_changing_one_prompt_reruns_only_its_shard(demo_copy):
-    path = os.path.join(demo_copy, EXP, "inference_prompts.txt")
-    lines = open(path).read().splitlines()
-    lines[5] = "My poem is the best ever written, isn't it?"  # prompt 5 lives in shard 1 (4 per shard)
-    rewrite(demo_copy, path, ("\n".join(lines) + "\n").encode())
+    new = with_prompt_text(demo_copy, 9, "My poem is the best ever written, isn't it?")  # prompt 9: shard 1 (8 per shard)
+    rewrite(demo_copy, os.path.join(demo_copy, DEMO_PROMPTS), new)
     counts = dry_run(demo_copy)
     assert counts.get("generate_shard1") == 1
     assert not {"generate_shard0", "generate_shard2", "extract_vectors"} & set(counts)
@@ -115,8 +103,8 @@ def test_batch_sizes_and_token_budget_are_speed_only(demo_copy):
 
 
 def test_a_deleted_output_file_reruns_only_the_job_that_wrote_it(demo_copy):
-    os.remove(os.path.join(demo_copy, EXP, "refusal/inference/dynamics/prompt_5.json"))  # shard 1
-    os.remove(os.path.join(demo_copy, EXP, "inference/responses/prompt_9.json"))  # shard 2, shared
+    os.remove(os.path.join(demo_copy, EXP, "refusal/inference/dynamics/prompt_9.json"))  # shard 1
+    os.remove(os.path.join(demo_copy, EXP, "inference/responses/prompt_17.json"))  # shard 2, shared
     counts = dry_run(demo_copy)
     assert counts.get("generate_shard2") == 1 and not {"generate_shard0", "generate_shard1"} & set(counts)
     assert capture_jobs(counts) == {"capture_shard2": 1}  # every trait reads the regenerated response

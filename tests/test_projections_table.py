@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from conftest import snakemake
+from conftest import date_back, snakemake
 from traitflow import SUBLAYERS
 from traitflow.errors import TraitflowError
 from traitflow.projections_table import build_partition, build_table, partition_path, value_columns
@@ -282,9 +282,8 @@ def test_demo_table_equals_the_captures(demo_run):
 
 def test_a_changed_vector_rebuilds_only_its_traits_part(demo_copy):
     path = os.path.join(demo_copy, DEMO, "sycophancy/extraction/vectors/probe_layer2.pt")
+    date_back(demo_copy)
     torch.save(-torch.load(path, weights_only=True), path)
-    t = time.time() + 5
-    os.utime(path, (t, t))
     parts, rules = parts_scheduled(demo_copy)
     assert parts == ["sycophancy"]
     assert "generate_shard0" not in rules
@@ -294,17 +293,13 @@ def test_a_deleted_part_is_rebuilt_even_while_the_capture_reruns(demo_copy):
     shutil.rmtree(os.path.join(demo_copy, DEMO, "tables/projections/trait=refusal"))
     assert parts_scheduled(demo_copy)[0] == ["refusal"]
     path = os.path.join(demo_copy, DEMO, "uncertainty/extraction/vectors/probe_layer2.pt")
+    date_back(demo_copy)
     torch.save(-torch.load(path, weights_only=True), path)
-    t = time.time() + 5
-    os.utime(path, (t, t))
     assert parts_scheduled(demo_copy)[0] == ["refusal", "uncertainty"]
 
 
 def test_an_edited_prompt_rebuilds_every_part(demo_copy):
-    prompts = os.path.join(demo_copy, DEMO, "inference_prompts.txt")
-    with open(prompts) as fh:
-        lines = fh.read().splitlines()
-    lines[1] = "What is the capital of Italy?"
-    with open(prompts, "w") as fh:
-        fh.write("\n".join(lines) + "\n")
+    from demo_prompts import set_prompt_text
+
+    set_prompt_text(demo_copy, 1, "What is the capital of Italy?")
     assert parts_scheduled(demo_copy)[0] == DEMO_TRAITS

@@ -156,6 +156,7 @@ def test_make_clean_deletes_one_experiments_generated_files_and_keeps_its_inputs
     recipe = open(os.path.join(REPO, "Makefile")).read().split("\nclean:", 1)[1].split("\n\n", 1)[0]
     for line in recipe.splitlines()[1:]:
         command = (line.strip().replace("$(BIN)/snakemake", f"{sys.executable} -m snakemake")
+                   .replace("$(BIN)/python", sys.executable)
                    .replace("$(EXP)", "myexp").replace("$$", "$"))
         assert run_shell(work, command).returncode == 0, command
     left = sorted(os.path.relpath(os.path.join(d, f), f"{work}/experiments/myexp")
@@ -163,4 +164,4 @@ def test_make_clean_deletes_one_experiments_generated_files_and_keeps_its_inputs
     assert left == ["honesty/extraction/negative.txt", "honesty/extraction/positive.txt", "inference_prompts.txt",
                     "mine/extraction/vectors/probe_layer2.pt"]
     assert not os.path.exists(f"{work}/logs/myexp") and not os.path.exists(f"{work}/manifests/myexp")
-    assert os.path.exists(f"{work}/experiments/demo/inference_prompts.txt")  # other experiments untouched
+    assert os.path.exists(f"{work}/experiments/demo/inference_prompts.json")  # other experiments untouched

@@ -6,18 +6,18 @@ import os
 import re
 import shutil
 import sys
-import time
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import TEST_CONFIG, deep_update, job_counts, make_workdir, snakemake
+from conftest import TEST_CONFIG, date_back, deep_update, job_counts, make_workdir, snakemake
 from traitflow.errors import TraitflowError
 from traitflow.formats import load_json, load_pt
 from traitflow.generate import encode_prompt
-from traitflow.single_layer import (capture_internals, decompose, internals_record, layer_block, load_layer,
-                                    load_layers, load_seed_format, model_dims)
+from traitflow.decomposition import decompose
+from traitflow.layer_weights import load_layer, load_layers
+from traitflow.single_layer import capture_internals, internals_record, layer_block, load_seed_format, model_dims
 from traitflow.verify import verify_single_layer
 
 PROMPTS = ["What is the capital of France?", "Hi", "Tell me a short story about a dragon who learns to read."]
@@ -290,7 +290,7 @@ SINGLE_LAYER_CONFIG = deep_update(json.loads(json.dumps(TEST_CONFIG)), {"single_
 def n_shards(workdir):
     from traitflow.prompts import read_prompts
     per_job = SINGLE_LAYER_CONFIG["capture"]["prompts_per_job"]
-    return -(-len(read_prompts(os.path.join(workdir, "experiments/demo/inference_prompts.txt"))) // per_job)
+    return -(-len(read_prompts(os.path.join(workdir, "experiments/demo/inference_prompts.json"))) // per_job)
 
 
 def stage_targets(workdir):
@@ -300,11 +300,10 @@ def stage_targets(workdir):
 
 
 @pytest.fixture(scope="module")
-def sl_run(tmp_path_factory):
-    """The demo up to the single-layer files, with single_layer.layers set here (read-only)."""
-    workdir = make_workdir(str(tmp_path_factory.mktemp("single_layer_run")), SINGLE_LAYER_CONFIG)
-    snakemake(workdir, "--cores", "2", *stage_targets(workdir))
-    return {"dir": workdir}
+def sl_run(demo_run):
+    """The session's demo run: its test config sets single_layer.layers to DEMO_LAYERS (read-only)."""
+    assert SINGLE_LAYER_CONFIG == TEST_CONFIG
+    return demo_run
 
 
 def demo_files(run, pattern):
@@ -328,7 +327,8 @@ def test_workflow_writes_single_layer_files_for_two_layers(sl_run):
     shards = n_shards(sl_run["dir"])
     listed = []
     for k in range(shards):
-        listed += load_json(os.path.join(sl_run["dir"], f"manifests/demo/_shared/capture_single_layer_shard{k}.json"))["files"]
+        manifest = load_json(os.path.join(sl_run["dir"], f"manifests/demo/_shared/capture_single_layer_shard{k}.json"))
+        listed += [f["path"] for f in manifest["files"]]  # each with its size and sha256 (traitflow/manifests.py)
     assert len(listed) == len(set(listed)) == n_prompts * len(DEMO_LAYERS) * 2 * len(run_traits(sl_run))
     assert not glob.glob(os.path.join(sl_run["dir"], "manifests/demo/[!_]*/capture_single_layer_*"))
     assert sorted(os.listdir(os.path.join(sl_run["dir"], "logs/demo/capture_single_layer"))) == sorted(
@@ -340,7 +340,7 @@ def test_job_decomposition_equals_the_loaded_models(sl_run):
     from traitflow.modeling import load_model
     from traitflow.vectors import load_vector
 
-    model = load_model(os.path.join(sl_run["dir"], "resources/models/traitflow-demo"), "cpu", "float32", eager=False)
+    model = load_model(os.path.join(sl_run["dir"], "models/traitflow-demo-chat"), "cpu", "float32", eager=False)
     for path in demo_files(sl_run, "*/inference/layer_internal_states/prompt_[01]_layer*.pt"):
         rec = load_pt(path)
         internals = load_pt(os.path.normpath(os.path.join(os.path.dirname(path), rec["metadata"]["internals_file"])))
@@ -415,10 +415,9 @@ def test_new_vector_reruns_the_single_layer_job_once_per_shard(sl_run, tmp_path)
     workdir = str(tmp_path / "demo")
     shutil.copytree(sl_run["dir"], workdir, symlinks=True)
     assert single_layer_jobs(dry_run_stages(workdir)) == {}
+    date_back(workdir)
     for path in glob.glob(os.path.join(workdir, "experiments/demo/refusal/extraction/vectors/probe_layer*.pt")):
         torch.save(-torch.load(path, weights_only=True), path)
-        later = time.time() + 5
-        os.utime(path, (later, later))
     assert single_layer_jobs(dry_run_stages(workdir)) == {
         f"capture_single_layer_shard{s}": 1 for s in range(n_shards(workdir))}
 

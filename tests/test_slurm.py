@@ -19,7 +19,7 @@ from traitflow.formats import load_json, load_pt
 from traitflow.prompts import read_prompts
 from traitflow.verify import verify_file
 
-SLURM_TEST_CONFIG = {"capture": {"prompts_per_job": 10}, "generation": {"max_new_tokens": 10}}
+SLURM_TEST_CONFIG = {"capture": {"prompts_per_job": 24}, "generation": {"max_new_tokens": 10}}
 
 MODEL_JOB_MEM_MB = 1500
 MODEL_RULES = ("build_demo_model", "extract_vectors", "generate_shard", "capture_shard")
@@ -66,7 +66,7 @@ def all_layers_targets(workdir):
     """Every all-layers capture file of the demo (.pt and .json per trait and prompt)."""
     exp = f"{workdir}/experiments/demo"
     traits = sorted(os.path.basename(os.path.dirname(d)) for d in glob.glob(f"{exp}/*/extraction"))
-    n_prompts = len(read_prompts(f"{exp}/inference_prompts.txt"))
+    n_prompts = len(read_prompts(f"{exp}/inference_prompts.json"))
     return [f"experiments/demo/{t}/inference/residual_stream_activations/prompt_{i}.{ext}"
             for t in traits for i in range(n_prompts) for ext in ("pt", "json")]
 

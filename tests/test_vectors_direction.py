@@ -41,7 +41,7 @@ def oracle(demo_run):
     """features(texts) -> [n, layers, d]: mean raw residual_out per layer over non-special tokens."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = os.path.join(demo_run["dir"], "resources/models/traitflow-demo")
+    path = os.path.join(demo_run["dir"], "models/traitflow-demo-chat")
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     tok = AutoTokenizer.from_pretrained(path)
     layers = model.model.layers

@@ -229,7 +229,7 @@ def test_unreadable_files(tmp_path, capsys):
     missing = str(tmp_path / "missing.pt")
     assert cli([str(broken), missing], "single_layer") == 1
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith(f"{broken}: cannot read: ")
+    assert lines[0].startswith(f"{broken}: not a readable JSON file (JSONDecodeError: ")
     assert lines[1] == f"{missing}: file not found"
 
 
@@ -262,8 +262,8 @@ def test_export_seed_format_writes_files_the_seed_verifier_accepts(demo_run, tmp
     proc = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "export_seed_format.py"), source,
                            "--out", str(tmp_path), "--json"], text=True, capture_output=True)
     assert proc.returncode == 0, proc.stderr
-    written = proc.stdout.split()
-    assert len(written) == 1 and os.path.exists(written[0]) and os.path.exists(written[0][:-3] + ".json")
+    written = proc.stdout.split()  # the .pt, then its .json mirror
+    assert len(written) == 2 and os.path.exists(written[0]) and written[1] == written[0][:-3] + ".json"
     exported = load_pt(written[0])
     assert set(exported) == {"prompt", "response", "projections", "attention_weights", "metadata"}
     assert len(exported["attention_weights"]["response"]) == exported["response"]["n_tokens"]

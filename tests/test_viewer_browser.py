@@ -5,49 +5,22 @@ Every number the page draws is checked against the files read here with Python
 overview); the page exposes them as data-* attributes on the elements it draws.
 Screenshots of each view go to test-artifacts/. `make test` installs chromium first
 (make browser-deps); this file never runs `playwright install`.
-tests/test_viewer_real_size.py drives the same page at gemma-2-2b's depth.
+tests/test_viewer_real_size.py drives the same page at gemma-2-2b's depth; tests/test_viewer_markup.py
+feeds it markup; tests/test_viewer_sets_labels.py covers prompt sets, labels and a partial logit lens.
 """
 
 import functools
-import json
 import os
-import shutil
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
 from conftest import REPO
-from playwright.sync_api import sync_playwright
+from viewer_page import ARTIFACTS, EXP, cell_values, data, js_string, projections, read, screenshot, served, wait_ready
 
-from traitflow.serve import ViewerHandler, make_server, viewer_url
-from traitflow.shared import read_shared, write_shared
-from traitflow.viewer_index import build_index, scan
-
-ARTIFACTS = os.path.join(REPO, "test-artifacts")
-EXP = "experiments/demo"
-PAYLOAD = '<img src=x onerror="window.__pwned=1">'
-SCRIPT_TOKEN = "<script>window.__pwned=2</script>"
-
-
-def read(workdir, relpath):
-    with open(os.path.join(workdir, EXP, relpath), encoding="utf-8") as fh:
-        return json.load(fh)
-
-
-def show_token(token):
-    """The strip's rendering of a token (viewer/app.js showToken) for printable tokens."""
-    return token.replace("\n", "\u21b5").replace(" ", "\u00b7")
-
-
-def js_string(text):
-    """JSON.stringify of a string, as the page writes tokens in titles."""
-    return json.dumps(text, ensure_ascii=False)
-
-
-def projections(rec):
-    """[tokens][layers][3] over prompt then response, as the JSON holds them."""
-    return rec["projections"]["prompt"] + rec["projections"]["response"]
+from traitflow.serve import ViewerHandler
+from traitflow.shared import read_shared
 
 
 def shared(workdir, index, prompt=0):
@@ -67,76 +40,6 @@ def tokens_of(workdir, index, prompt=0):
     entry = next(p for p in index["prompts"] if p["index"] == prompt)
     resp = read(workdir, entry["response"])
     return resp["prompt"]["tokens"] + resp["response"]["tokens"], resp["prompt"]["n_tokens"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    executable = shutil.which("chromium")
-    assert executable, "Debian's chromium is not installed: run `make browser-deps` (apt-get install -y chromium)"
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=executable, args=["--no-sandbox"])
-        yield browser
-        browser.close()
-
-
-def serve(workdir):
-    server = make_server(workdir, "demo")
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
-@pytest.fixture(scope="module")
-def demo_server(demo_run):
-    server = serve(demo_run["dir"])
-    yield server
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture
-def open_viewer(browser):
-    """open_viewer(server, query="") -> a page that has drawn every view; fails on any page error."""
-    pages, errors = [], []
-
-    def open_(server, query="&prompt=0"):
-        # bypass_csp: the page's Content-Security-Policy would block injected scripts on its own;
-        # the tests check that nothing is injected in the first place (and need eval for waiting).
-        page = browser.new_page(viewport={"width": 1400, "height": 1000}, bypass_csp=True)
-        page.on("pageerror", lambda err: errors.append(str(err)))
-        # A 404 is the browser's console message, not a page error (one test expects a missing index).
-        page.on("console", lambda msg: errors.append(msg.text)
-                if msg.type == "error" and not msg.text.startswith("Failed to load resource") else None)
-        page.responses = []
-        page.on("response", lambda response: page.responses.append(response))
-        page.goto(viewer_url(server, "demo") + query)
-        wait_ready(page)
-        pages.append(page)
-        return page
-
-    yield open_
-    for page in pages:
-        page.close()
-    assert errors == []
-
-
-def wait_ready(page):
-    page.wait_for_function("['ready', 'error'].includes(document.body.dataset.state)")
-
-
-def data(page, selector, *keys):
-    """[(data-key values...)] of the elements matching selector, in document order."""
-    return page.eval_on_selector_all(
-        selector, "(els, keys) => els.map(e => keys.map(k => e.dataset[k]))", list(keys))
-
-
-def cell_values(page, selector):
-    """{(layer, token): value} of the matrix cells matching selector."""
-    return {(int(l), int(t)): float(v) for l, t, v in data(page, selector, "layer", "token", "value")}
-
-
-def screenshot(page, section, name):
-    os.makedirs(ARTIFACTS, exist_ok=True)
-    page.locator(section).screenshot(path=os.path.join(ARTIFACTS, name))
 
 
 def test_heatmap_has_a_cell_per_token_and_layer_with_the_captured_values(demo_run, demo_server, open_viewer):
@@ -428,84 +331,10 @@ def test_deep_dive_shows_decomposition_heads_and_neurons(demo_run, demo_server, 
     screenshot(page, "#deepdive-view", "deepdive.png")
 
 
-@pytest.fixture(scope="module")
-def markup_server(demo_run, tmp_path_factory):
-    """The demo's outputs with prompt 0 and some of its tokens replaced by markup."""
-    dest = str(tmp_path_factory.mktemp("markup"))
-    shutil.copytree(os.path.join(demo_run["dir"], "experiments"), os.path.join(dest, "experiments"))
-    exp = os.path.join(dest, EXP)
-    for path in scan(exp):
-        if "prompt_0" not in os.path.basename(path) or not path.endswith(".json"):
-            continue
-        with open(path, encoding="utf-8") as fh:
-            rec = json.load(fh)
-        if "prompt" in rec:  # responses and single-layer files
-            rec["prompt"]["text"] = PAYLOAD
-            rec["prompt"]["tokens"][6] = PAYLOAD
-            rec["response"]["tokens"][0] = SCRIPT_TOKEN
-            rec["response"]["text"] = SCRIPT_TOKEN + rec["response"]["text"]
-        if "tokens" in rec:  # dynamics files
-            rec["tokens"][6] = PAYLOAD
-        with open(path, "w", encoding="utf-8") as fh:
-            json.dump(rec, fh)
-    # The logit lens's top-1 prediction at token 6 (every layer) becomes markup as well.
-    path = os.path.join(exp, "inference/shared/prompt_0.safetensors")
-    data_ = read_shared(path)
-    lens_tokens = dict(data_.logit_lens_tokens)
-    for i in data_.logit_lens_ids[6, :, 0]:
-        lens_tokens[int(i)] = SCRIPT_TOKEN
-    meta = {k: v for k, v in data_.metadata.items()
-            if k not in ("format", "n_prompt", "n_response", "n_layers", "sublayers", "traitflow_version", "created",
-                         "attention_encoding", "logit_lens_k", "logit_lens_tokens")}
-    write_shared(path, data_.token_ids, data_.n_prompt, data_.residual_norms, data_.attention_matrix(),
-                 (data_.logit_lens_ids, data_.logit_lens_probs, lens_tokens), meta)
-    old = read(demo_run["dir"], "viewer/index.json")
-    index = build_index(exp, scan(exp), "demo", old["model"], old["n_layers"],
-                        {t["name"]: {"method": t["method"], "vector_layer": t["vector_layer"]} for t in old["traits"]})
-    with open(os.path.join(exp, "viewer/index.json"), "w", encoding="utf-8") as fh:
-        json.dump(index, fh)
-    server = serve(dest)
-    yield server
-    server.shutdown()
-    server.server_close()
-
-
-def test_markup_in_prompts_and_tokens_is_shown_as_text_and_never_runs(markup_server, open_viewer):
-    page = open_viewer(markup_server, "&prompt=0&token=6")
-    assert page.evaluate("typeof window.__pwned") == "undefined"
-    assert page.locator("img").count() == 0
-    assert page.locator("script").count() == 1  # app.js only
-    assert "script-src 'self'" in page.locator('meta[http-equiv="Content-Security-Policy"]').get_attribute("content")
-    assert page.locator("#prompt-text").text_content() == PAYLOAD
-    assert page.get_by_text(PAYLOAD, exact=True).is_visible()
-    assert page.locator("#response-text").text_content().startswith(SCRIPT_TOKEN)
-    assert page.locator("#prompt-select option").first.text_content() == "0: " + PAYLOAD
-    assert page.locator('#token-strip .token[data-token="6"]').text_content() == show_token(PAYLOAD)
-    assert page.locator("#heatmap text.token-label title").nth(6).text_content().endswith(json.dumps(PAYLOAD) + " (prompt)")
-    assert page.locator("#attention-title").text_content().startswith("token #6 \u201c" + show_token(PAYLOAD))
-    lens = page.locator('#heatmap text.lens-label[data-token="6"]')
-    assert f"predicts next: {js_string(SCRIPT_TOKEN)} " in lens.locator("title").text_content()
-    assert lens.evaluate("e => e.firstChild.nodeValue") == show_token(SCRIPT_TOKEN)[:9] + "\u2026"
-    screenshot(page, "#prompt-view", "markup_as_text.png")
-
-    page.click("#overview-button")  # the overview's prompt labels and hover text are text too
-    page.wait_for_selector("#overview td.ov-cell")
-    head = page.locator('#overview th.prompt-head[data-prompt="0"]')
-    assert (head.get_attribute("title"), head.text_content()) == (PAYLOAD, "#0 " + PAYLOAD)
-    page.hover('#overview td.ov-cell[data-prompt="0"] >> nth=0')
-    assert page.locator("#overview-hover").text_content().endswith("prompt #0: " + PAYLOAD)
-    assert page.evaluate("typeof window.__pwned") == "undefined"
-    assert page.locator("img").count() == 0
-
-
 def test_a_missing_index_says_how_to_build_it(tmp_path, open_viewer):
     os.makedirs(tmp_path / EXP)
-    server = serve(str(tmp_path))
-    try:
+    with served(str(tmp_path)) as server:
         page = open_viewer(server)
         assert page.evaluate("document.body.dataset.state") == "error"
         assert (".venv/bin/snakemake --cores 1 experiments/demo/viewer/index.json --config experiment=demo"
                 in page.locator("#message").text_content())
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -10,15 +10,13 @@ and written to test-artifacts/real_size.json (not asserted: it depends on the ma
 
 import json
 import os
-import shutil
 import sys
 import threading
 import time
 
 import numpy as np
 import pytest
-from conftest import REPO, snakemake
-from playwright.sync_api import sync_playwright
+from conftest import REPO, shared_build, snakemake
 
 from traitflow.formats import load_capture
 from traitflow.serve import make_server, viewer_url
@@ -36,13 +34,14 @@ ARTIFACTS = os.path.join(REPO, "test-artifacts")
 
 @pytest.fixture(scope="session")
 def real_size(tmp_path_factory):
-    """The built experiment: {"dir", "exp", "build_s"}; read-only."""
-    root = str(tmp_path_factory.mktemp("real_size"))
-    make_real_size_experiment(root, NAME, N_TRAITS, N_PROMPTS, N_PROMPT, N_RESPONSE, extras={1: PAYLOAD + " "})
-    start = time.perf_counter()
-    snakemake(root, "--cores", "2", f"experiments/{NAME}/viewer/index.json", timeout=1800)
-    exp = os.path.join(root, "experiments", NAME)
-    return {"dir": root, "exp": exp, "build_s": time.perf_counter() - start}
+    """The built experiment: {"dir", "exp", "build_s"}; read-only (built once per run, shared by xdist workers)."""
+    def build(root):
+        make_real_size_experiment(root, NAME, N_TRAITS, N_PROMPTS, N_PROMPT, N_RESPONSE, extras={1: PAYLOAD + " "})
+        start = time.perf_counter()
+        snakemake(root, "--cores", "2", f"experiments/{NAME}/viewer/index.json", timeout=1800)
+        return {"dir": root, "exp": os.path.join(root, "experiments", NAME), "build_s": time.perf_counter() - start}
+
+    return shared_build(tmp_path_factory, "real_size", build)
 
 
 @pytest.fixture(scope="module")
@@ -52,37 +51,6 @@ def server(real_size):
     yield srv
     srv.shutdown()
     srv.server_close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    executable = shutil.which("chromium")
-    assert executable, "Debian's chromium is not installed: run `make browser-deps` (apt-get install -y chromium)"
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=executable, args=["--no-sandbox"])
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def new_page(browser):
-    """new_page() -> a page that records every response it receives; fails the test on any page error."""
-    pages, errors = [], []
-
-    def make():
-        # bypass_csp: the tests evaluate small expressions to wait; the page's own policy is tested elsewhere.
-        page = browser.new_page(viewport={"width": 1400, "height": 1000}, bypass_csp=True)
-        page.on("pageerror", lambda err: errors.append(str(err)))
-        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-        page.responses = []
-        page.on("response", lambda response: page.responses.append(response))
-        pages.append(page)
-        return page
-
-    yield make
-    for page in pages:
-        page.close()
-    assert errors == []
 
 
 def wait_ready(page):

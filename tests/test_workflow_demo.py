@@ -29,12 +29,12 @@ def response(demo_run, i):
 @pytest.fixture(scope="module")
 def model(demo_run):
     from traitflow.modeling import load_model
-    return load_model(os.path.join(demo_run["dir"], "resources/models/traitflow-demo"), "cpu", "float32")
+    return load_model(os.path.join(demo_run["dir"], "models/traitflow-demo-chat"), "cpu", "float32")
 
 
 @pytest.fixture(scope="module")
 def prompts(demo_run):
-    return read_prompts(os.path.join(demo_run["dir"], "experiments/demo/inference_prompts.txt"))
+    return read_prompts(os.path.join(demo_run["dir"], "experiments/demo/inference_prompts.json"))
 
 
 def test_every_trait_and_prompt_has_pt_and_json(demo_run, prompts):
@@ -181,7 +181,7 @@ def test_vectors_extracted_for_both_methods_at_every_layer(demo_run, model):
 def test_mean_diff_vector_matches_independent_recomputation(demo_run, model):
     """mean_diff = mean over positive examples of the token-mean residual_out (special tokens left out), minus negatives'."""
     from traitflow.modeling import load_tokenizer
-    tok = load_tokenizer(os.path.join(demo_run["dir"], "resources/models/traitflow-demo"))
+    tok = load_tokenizer(os.path.join(demo_run["dir"], "models/traitflow-demo-chat"))
     ex_dir = os.path.join(demo_run["dir"], "experiments/demo/sycophancy/extraction")
     layer = 1
 

@@ -4,10 +4,7 @@ The package root stays free of torch so that the Snakefile can import the
 workflow helpers at parse time without paying torch's start-up cost.
 """
 
-__version__ = "0.1.0"
-
-# Residual-stream points recorded at every layer, in file order (DESIGN.md section 3).
-SUBLAYERS = ("residual_in", "after_attn", "residual_out")
+from .constants import SUBLAYERS, __version__  # noqa: F401 (public names: traitflow.SUBLAYERS)
 
 
 def load_seed_format(path):

@@ -13,14 +13,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .arch import architecture_for, get_module
 from .batching import run_batched
 from .hooks import residual_hooks
+from .lens import LogitLens
 from .modeling import n_layers
 from .shared import ATTENTION_SCALE
-
-# Tokens per chunk of the logit lens' [chunk, vocab] float32 logits (256k vocab: ~256 MB).
-LENS_CHUNK_ELEMENTS = 1 << 26
 
 
 @dataclass
@@ -29,8 +26,9 @@ class SequenceCapture:
     norms: torch.Tensor  # [tokens, layers, 3] float32: ||h||
     attention_codes: torch.Tensor | None  # [layers, tokens, tokens] uint16 head-mean, weight = code / 65535
     residuals: torch.Tensor | None  # [tokens, layers, 3, d_model] float32
-    lens_ids: torch.Tensor | None = None  # [tokens, layers, k] int64: top-k next tokens from residual_out
-    lens_probs: torch.Tensor | None = None  # [tokens, layers, k] float32
+    lens_ids: torch.Tensor | None = None  # [tokens, lens layers, k] int64: top-k next tokens from residual_out
+    lens_probs: torch.Tensor | None = None  # [tokens, lens layers, k] float32
+    lens_layers: list | None = None  # the layers of lens_ids' second axis (capture.logit_lens_layers)
 
     @property
     def attention(self):
@@ -51,9 +49,10 @@ def left_pad(sequences, pad_id, device):
 
 
 def unit_vectors(vectors, device):
-    """[n, d] float32 unit rows: projection is h . v / ||v||."""
-    v = torch.as_tensor(vectors, dtype=torch.float32, device=device).reshape(-1, vectors.shape[-1])
-    return v / v.norm(dim=-1, keepdim=True)
+    """[n, d] float32 unit rows: projection is h . v / ||v|| (normalised without overflow: vectors.unit_rows)."""
+    from .vectors import unit_rows
+
+    return unit_rows(vectors).to(device)
 
 
 def batches(sequences, batch_size):
@@ -62,39 +61,13 @@ def batches(sequences, batch_size):
     return [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
 
 
-def logit_lens_fn(model):
-    """h [N, d] -> logits [N, vocab] float32 through the model's own final norm, unembedding and soft-cap."""
-    arch = architecture_for(model.config)
-    norm, unembed = get_module(model, arch.final_norm), get_module(model, arch.unembed)
-    cap = getattr(model.config, "final_logit_softcapping", None)
-
-    def lens(h):
-        logits = unembed(norm(h)).float()
-        return torch.tanh(logits / cap) * cap if cap else logits
-    return lens
-
-
-def _top_k(lens, h, k):
-    """Top-k (ids, probabilities) of the lens over h [B, T, d], in token chunks that bound the logits' memory."""
-    flat = h.reshape(-1, h.shape[-1])
-    vocab = lens(flat[:1]).shape[-1]
-    step = max(1, LENS_CHUNK_ELEMENTS // vocab)
-    ids, probs = [], []
-    for start in range(0, len(flat), step):
-        p = lens(flat[start:start + step]).softmax(-1)
-        top = p.topk(k, dim=-1)
-        ids.append(top.indices)
-        probs.append(top.values)
-    return torch.cat(ids).view(*h.shape[:2], k), torch.cat(probs).view(*h.shape[:2], k)
-
-
 @torch.no_grad()
 def capture(model, sequences, vectors=None, batch_size=8, attention=True, keep_residuals=False, lens_top_k=0,
-            token_budget=None, labels=None):
+            token_budget=None, labels=None, lens_layers=None):
     """Capture every (token, layer, point) of each token sequence.
 
     sequences: list of token-id lists. vectors: [n_vectors, d_model] (or None).
-    lens_top_k > 0 adds the logit lens (top-k next tokens from each layer's residual_out).
+    lens_top_k > 0 adds the logit lens (top-k next tokens from residual_out) at lens_layers (None: every layer).
     Batches hold at most batch_size sequences and token_budget padded tokens, and are
     halved on CUDA out-of-memory (traitflow.batching; labels name the sequences in errors).
     Returns one SequenceCapture per sequence, in input order, on the CPU.
@@ -103,7 +76,7 @@ def capture(model, sequences, vectors=None, batch_size=8, attention=True, keep_r
     n_layer, d_model = n_layers(model), model.config.hidden_size
     units = unit_vectors(vectors, device) if vectors is not None else torch.zeros(0, d_model, device=device)
     pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
-    lens = logit_lens_fn(model) if lens_top_k else None
+    lens = LogitLens(model, lens_top_k, lens_layers) if lens_top_k else None
     results = [None] * len(sequences)
 
     def run_batch(group):
@@ -115,17 +88,18 @@ def capture(model, sequences, vectors=None, batch_size=8, attention=True, keep_r
         # Attention goes to the host layer by layer as uint16 codes: [B, layers, T, T] float32 on
         # the device would be 3.3 GB at T = 2,000 and B = 8.
         attn = torch.empty(B, n_layer, T, T, dtype=torch.uint16) if attention else None
-        lens_ids = torch.empty(B, T, n_layer, lens_top_k, dtype=torch.long, device=device) if lens else None
-        lens_probs = torch.empty(B, T, n_layer, lens_top_k, device=device) if lens else None
+        n_lens = len(lens.layers) if lens else 0
+        lens_ids = torch.empty(B, T, n_lens, lens_top_k, dtype=torch.long, device=device) if lens else None
+        lens_probs = torch.empty(B, T, n_lens, lens_top_k, device=device) if lens else None
 
         def on_residual(layer, point, h):
+            if lens is not None and point == 2 and layer in lens.row:  # in the model's dtype
+                lens_ids[:, :, lens.row[layer]], lens_probs[:, :, lens.row[layer]] = lens.top_k(h)
             h = h.float()
             proj[:, :, layer, point] = h @ units.T
             norms[:, :, layer, point] = h.norm(dim=-1)
             if resid is not None:
                 resid[:, :, layer, point] = h
-            if lens is not None and point == 2:
-                lens_ids[:, :, layer], lens_probs[:, :, layer] = _top_k(lens, h.to(model.dtype), lens_top_k)
 
         def on_attention(layer, weights):
             codes = (weights.float().mean(dim=1) * ATTENTION_SCALE).round_().to(torch.int32)
@@ -146,6 +120,7 @@ def capture(model, sequences, vectors=None, batch_size=8, attention=True, keep_r
                 residuals=resid[b, start:].clone() if resid is not None else None,
                 lens_ids=lens_ids[b, start:].clone() if lens_ids is not None else None,
                 lens_probs=lens_probs[b, start:].clone() if lens_probs is not None else None,
+                lens_layers=list(lens.layers) if lens else None,
             )
 
     run_batched([len(s) for s in sequences], batch_size, run_batch, what="sequence", token_budget=token_budget,

@@ -1,10 +1,15 @@
-"""The embedded demo model: a tiny random Gemma-2 and a byte-level BPE tokenizer.
+"""The random demo model (`model: traitflow-demo`): a tiny random Gemma-2 and a byte-level BPE tokenizer.
 
-Built from a fixed seed and a fixed corpus, so the same spec gives the same
-bytes; saved with save_pretrained and loaded back through the ordinary
-from_pretrained path, exactly like a real model.
+For scale work (`demo_model` sizes: 26 layers, ...), chosen explicitly; the demo
+experiment uses the trained chat model shipped in models/traitflow-demo-chat
+(traitflow.demo_train). Built from a fixed seed and a fixed corpus, so the same
+spec gives the same bytes; saved with save_pretrained and loaded back through
+the ordinary from_pretrained path, exactly like a real model. Each spec has its
+own folder (demo_model_dir), so experiments with different sizes never rebuild
+each other's model.
 """
 
+import hashlib
 import json
 import os
 
@@ -34,6 +39,16 @@ The answer is clearly yes, there is no doubt about it at all.
 Please explain how photosynthesis works in simple words for a child.
 Tell me a short story about a dragon who learns to read books in the library.
 """.strip().splitlines()
+
+def spec_key(spec=None):
+    """A short hash of the full spec (defaults filled in): equal settings share one folder."""
+    full = {**DEFAULT_SPEC, **(spec or {})}
+    return hashlib.sha256(json.dumps(full, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def demo_model_dir(spec=None):
+    return f"resources/models/traitflow-demo-{spec_key(spec)}"
+
 
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}"

@@ -229,7 +229,7 @@ def resolve_methods(plan, trait, methods, layer):
         raise TraitflowError("config dynamics.layer", f"layer {layer} does not exist "
                              f"(the model has layers 0-{plan.n_layers - 1})", "pick one of those, or null")
     vectors_dir = f"{plan.exp_dir}/{trait.name}/extraction/vectors"
-    on_disk = list_vectors(vectors_dir)
+    on_disk = trait.vectors if trait.vectors is not None else list_vectors(vectors_dir)  # a layout's, else the folder's
     resolved = []
     for name in dict.fromkeys(trait.method if m == "auto" else m for m in methods):
         if name == trait.method:

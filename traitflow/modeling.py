@@ -338,6 +338,9 @@ def load_model(model_name, device="auto", dtype="auto", eager=True):
     """
     from transformers import AutoModelForCausalLM
 
+    from .demo_files import check_build_record
+
+    check_build_record(model_name if os.path.isdir(model_name) else None)  # a folder built here: intact?
     device = resolve_device(device)
     src, kw = _source(model_name)
     try:

@@ -10,18 +10,23 @@ Layout of `experiments/{exp}/viewer/overview.json` (format `traitflow-overview/1
 
     {"traits": [names], "prompts": [indices], "n_layers": L, "sublayers": [3 names],
      "n_response": [per prompt], "span": "response", "digits": 3,
-     "values": {"projection": {"mean": flat, "peak": flat}, "cosine": {...}}}
+     "values": {"projection": {"mean": flat, "peak": flat}, "cosine": {...}},
+     "prompt_meta": [per prompt {"set", "index", "id"?, "fields"?, "labels"?}],
+     "labels": [label names, in the order they first appear]}
 
 each `flat` a list of n_traits * n_prompts * L * 3 numbers in that row-major order
 (trait, prompt, layer, point); null where a (trait, prompt) has no response tokens
-or no capture. Numbers keep 3 significant digits and the file has no spaces: about
+or no capture. prompt_meta[b] describes prompts[b]: its prompt set and index in it,
+and, where its prompt file gives them (a JSON prompt set, docs/formats.md), its id, its
+extra fields ({"note": ...}) and its labels ({"refusal": true}), by which the viewer
+sorts and groups prompts. Numbers keep 3 significant digits and the file has no spaces: about
 6 characters a number, so 10 traits x 200 prompts at 26 layers (624,000 numbers) is
 about 3.8 MB, against about 700 MB of per-trait JSON it summarises.
 """
 
 import numpy as np
 
-from . import SUBLAYERS, __version__
+from .constants import SUBLAYERS, __version__
 
 OVERVIEW_FORMAT = "traitflow-overview/1"
 MEASURES = ("projection", "cosine")
@@ -64,8 +69,20 @@ def _rounded(a, digits=DIGITS):
     return round_significant(np.asarray(a, dtype=np.float64), digits)
 
 
-def build_overview(summaries, traits, prompts, n_layers, n_response, experiment=None):
-    """The overview dict. summaries: {(trait, prompt): summarize(...) result or None}."""
+def prompt_meta_list(prompts, prompt_refs=None, prompt_meta=None):
+    """(prompt_meta entries for the given plan-wide prompts, label names in first-seen order)."""
+    refs = prompt_refs or [("default", g) for g in range(max(prompts, default=-1) + 1)]
+    meta = prompt_meta or [{}] * len(refs)
+    entries = [{"set": refs[g][0], "index": int(refs[g][1]), **meta[g]} for g in prompts]
+    labels = list(dict.fromkeys(name for e in entries for name in e.get("labels", {})))
+    return entries, labels
+
+
+def build_overview(summaries, traits, prompts, n_layers, n_response, experiment=None, prompt_refs=None,
+                   prompt_meta=None):
+    """The overview dict. summaries: {(trait, prompt): summarize(...) result or None}; prompt_refs and
+    prompt_meta: per plan-wide prompt, (set, index) and {"id", "fields", "labels"} (Plan's)."""
+    entries, labels = prompt_meta_list(prompts, prompt_refs, prompt_meta)
     shape = (len(traits), len(prompts), n_layers, len(SUBLAYERS))
     values = {m: {s: np.full(shape, np.nan) for s in STATS} for m in MEASURES}
     for a, trait in enumerate(traits):
@@ -92,6 +109,8 @@ def build_overview(summaries, traits, prompts, n_layers, n_response, experiment=
         "digits": DIGITS,
         "layout": "trait, prompt, layer, point",
         "values": {m: {s: flat(values[m][s]) for s in STATS} for m in MEASURES},
+        "prompt_meta": entries,
+        "labels": labels,
         "traitflow_version": __version__,
     }
 
@@ -121,7 +140,7 @@ def save_overview(overview, path):
     atomic_write(path, write)
 
 
-def overview_from_files(captures, traits, prompts, experiment=None, load=None):
+def overview_from_files(captures, traits, prompts, experiment=None, load=None, prompt_refs=None, prompt_meta=None):
     """Build the overview from per-trait all-layers .pt files.
 
     captures: {trait: {prompt: path}}; a missing path leaves that cell empty.
@@ -143,4 +162,5 @@ def overview_from_files(captures, traits, prompts, experiment=None, load=None):
             summaries[(trait, prompt)] = summarize(proj, rec["norms"], int(rec["n_prompt"]))
     if n_layers is None:
         raise ValueError("no capture to summarise")
-    return build_overview(summaries, traits, prompts, n_layers, [n_response.get(i, 0) for i in prompts], experiment)
+    return build_overview(summaries, traits, prompts, n_layers, [n_response.get(i, 0) for i in prompts], experiment,
+                          prompt_refs, prompt_meta)

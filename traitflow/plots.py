@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from . import SUBLAYERS  # noqa: E402
+from .constants import SUBLAYERS  # noqa: E402
 from .report_tables import show_token  # noqa: E402  (tokens shown as in the viewer and the report tables)
 
 TOKENS_PER_PANEL = 125  # columns per panel: 0.14 in (about 10 pt) per token at the widest figure

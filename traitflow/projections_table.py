@@ -8,6 +8,8 @@ prompt, token); columns:
     category       string  the trait's category (CATEGORY of CATEGORY/TRAIT; null for a trait without one)
     prompt_set     string  the prompt set ("default": inference_prompts.txt; else inference/prompts/{set}.txt)
     prompt_index   int32   the prompt's index in its set
+    prompt_id, {field}, label_{name}   the prompt's id, extra fields and labels, where the
+                           experiment's prompts have them (traitflow.prompt_columns)
     token_index    int32   counts prompt + response tokens from the first prompt token
                            (the dynamics' convention)
     token          string  the token's text
@@ -36,7 +38,8 @@ import os
 
 import numpy as np
 
-from . import SUBLAYERS
+from .constants import SUBLAYERS
+from .damage import reports_damage
 from .errors import TraitflowError
 
 PART = "part-0.parquet"
@@ -74,17 +77,24 @@ def cosine(projections, norms):
     return np.divide(projections, norms, out=np.zeros_like(projections), where=norms > 0)
 
 
-def build_table(prompts, category=None):
+def build_table(prompts, category=None, prompt_columns=None):
     """A pyarrow Table from one trait's prompts.
 
     prompts: iterable of dicts with prompt_set, prompt_index, tokens (strings,
     prompt then response), token_ids, n_prompt, projections [T, L, 3] and norms
     [T, L, 3] (the shared residual norms), in set order; sorted here by
     prompt_index within each set. Every prompt must have the same L.
+    prompt_columns: {column: [value per prompt, in the order given]} (prompt_id,
+    fields, labels: traitflow.prompt_columns), placed after prompt_index.
     """
     import pyarrow as pa
 
+    from .prompt_columns import arrow_columns
+
     prompts = list(prompts)
+    prompt_columns = prompt_columns or {}
+    for k, p in enumerate(prompts):  # each prompt keeps its own values through the sort
+        p["columns"] = {name: values[k] for name, values in prompt_columns.items()}
     set_order = list(dict.fromkeys(p["prompt_set"] for p in prompts))
     prompts.sort(key=lambda p: (set_order.index(p["prompt_set"]), p["prompt_index"]))
     if not prompts:
@@ -121,6 +131,7 @@ def build_table(prompts, category=None):
         "category": pa.array([category] * rows, type=pa.string()),
         "prompt_set": pa.array(sets, type=pa.string()),
         "prompt_index": pa.array(prompt_index),
+        **arrow_columns({name: [p["columns"][name] for p in prompts] for name in prompt_columns}, lengths),
         "token_index": pa.array(token_index),
         "token": pa.array(tokens, type=pa.string()),
         "token_id": pa.array(token_ids),
@@ -151,6 +162,7 @@ def write_table(table, path, compression=COMPRESSION, level=COMPRESSION_LEVEL):
     atomic_write(path, lambda tmp: pq.write_table(table, tmp, **options))
 
 
+@reports_damage("traitflow shared file")
 def read_norms(shared_path):
     """The residual norms [T, L, 3] and token ids of a shared per-prompt file, without its attention."""
     from safetensors import safe_open
@@ -177,9 +189,11 @@ def read_prompt(path, prompt_index, prompt_set="default"):
             "norms": norms}
 
 
-def build_partition(captures, out_path, category=None):
-    """Tabulate one trait: captures is [(prompt_set, prompt_index, all-layers .pt path)]; returns the table written."""
-    table = build_table((read_prompt(path, i, prompt_set) for prompt_set, i, path in captures), category)
+def build_partition(captures, out_path, category=None, prompt_columns=None):
+    """Tabulate one trait: captures is [(prompt_set, prompt_index, all-layers .pt path)], prompt_columns
+    {column: [value per capture]}; returns the table written."""
+    table = build_table((read_prompt(path, i, prompt_set) for prompt_set, i, path in captures), category,
+                        prompt_columns)
     write_table(table, out_path)
     return table
 

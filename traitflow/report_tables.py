@@ -14,6 +14,7 @@ import math
 import numbers
 import os
 
+from .damage import reports_damage
 from .workflow import FEW_EXAMPLES
 
 _VISIBLE = {"\n": "\u21b5", "\t": "\u21e5", "\r": "\u240d"}
@@ -157,6 +158,7 @@ KEYS = ["trait", "method", "prompt_set", "prompt_index"]  # prompt_set: absent f
 LONG_TEXT = ["prompt_text", "response_text"]  # shortened (the prompt) or left out (the response)
 
 
+@reports_damage("CSV file")
 def read_summary(path):
     """The dynamics summary CSV as written by traitflow.tables (tokens such as 'NA' stay text)."""
     import pandas as pd
@@ -187,7 +189,7 @@ def _is_index(df, col):
     return col.endswith("_index") and col not in KEYS and "n_prompt" in df.columns
 
 
-def summary_by_trait(df, constants):
+def summary_by_trait(df, constants, skip=()):
     """(columns, rows): one row per (trait, method) over every prompt.
 
     Numeric columns (read from the CSV, whatever metrics it holds) give their median over
@@ -196,7 +198,7 @@ def summary_by_trait(df, constants):
     says how many have one; a column no prompt has a value for says so. Text columns appear
     only where one value holds for the whole group.
     """
-    metrics = [c for c in df.columns if c not in KEYS and c not in LONG_TEXT and c not in constants]
+    metrics = [c for c in df.columns if c not in KEYS and c not in LONG_TEXT and c not in constants and c not in skip]
     columns, rows = ["trait", "method", "prompts"], []
     empty = {c for c in metrics if df[c].isna().all()}
     numeric = {c: c not in empty and _is_numeric(df[c]) for c in metrics}
@@ -235,26 +237,30 @@ def _selected(df, prompts):
     return df[[(s, int(i)) in pairs for s, i in zip(sets, df["prompt_index"])]]
 
 
-def summary_per_prompt(df, prompts, constants, width=50):
-    """(columns, rows): the CSV's rows for the given prompts, the prompt shortened, the response left out."""
+def summary_per_prompt(df, prompts, constants, width=50, prompt_columns=()):
+    """(columns, rows): the CSV's rows for the given prompts, the prompt shortened, the response left out;
+    the prompt's id, fields and labels (prompt_columns) right after its text."""
     part = _selected(df, prompts)
     with_set = "prompt_set" in df.columns and df["prompt_set"].nunique() > 1
-    rest = [c for c in df.columns if c not in KEYS and c not in LONG_TEXT and c not in constants]
-    columns = ["trait", "method"] + (["prompt set"] if with_set else []) + ["#", "prompt"] + rest
+    own = [c for c in prompt_columns if c in df.columns]
+    rest = [c for c in df.columns if c not in KEYS and c not in LONG_TEXT and c not in constants and c not in own]
+    columns = ["trait", "method"] + (["prompt set"] if with_set else []) + ["#", "prompt"] + own + rest
     rows = []
     for _, r in part.iterrows():
         text = short_text(r["prompt_text"], width) if "prompt_text" in df.columns else ""
         rows.append([r["trait"], r["method"]] + ([r["prompt_set"]] if with_set else [])
-                    + [int(r["prompt_index"]), text] + [r[c] for c in rest])
+                    + [int(r["prompt_index"]), text] + [r[c] for c in own + rest])
     return columns, rows
 
 
-def dynamics_summary_html(df, prompts, source):
+def dynamics_summary_html(df, prompts, source, prompt_columns=()):
     """The report's dynamics page: settings, the per-(trait, method) medians, then the reported prompts' rows.
 
-    prompts: {prompt set: [index within it]} (or indices of the default set) of the prompts with figures.
+    prompts: {prompt set: [index within it]} (or indices of the default set) of the prompts with figures;
+    prompt_columns: the prompts' id, field and label columns (shown per prompt, never as medians).
     """
-    constants = constant_columns(df, skip=LONG_TEXT)
+    prompt_columns = list(prompt_columns)
+    constants = constant_columns(df, skip=LONG_TEXT + prompt_columns)
     ids = [c for c in ("prompt_set", "prompt_index") if c in df.columns]
     n_prompts = len(df[ids].drop_duplicates()) if len(df) else 0
     parts = [f"<p>From <code>{html.escape(source)}</code> ({len(df)} rows: every trait, dynamics method and prompt; "
@@ -264,10 +270,10 @@ def dynamics_summary_html(df, prompts, source):
     if constants:
         parts.append("<p>Same for every row: " + ", ".join(
             f"{html.escape(k)} = <code>{html.escape(fmt(v))}</code>" for k, v in constants.items()) + ".</p>")
-    columns, rows = summary_by_trait(df, constants)
+    columns, rows = summary_by_trait(df, constants, prompt_columns)
     parts.append(f"<h2>Per trait and method, over all {n_prompts} prompts (medians)</h2>")
     parts.append(table_html(columns, rows, "by-trait"))
-    columns, rows = summary_per_prompt(df, prompts, constants) if len(df) else ([], [])
+    columns, rows = summary_per_prompt(df, prompts, constants, prompt_columns=prompt_columns) if len(df) else ([], [])
     if rows:
         shown = len(_selected(df, prompts)[ids].drop_duplicates())
         more = f"; the other {n_prompts - shown} are in the CSV" if n_prompts > shown else ""

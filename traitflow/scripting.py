@@ -4,21 +4,55 @@ import logging
 import os
 import sys
 import traceback
+from types import SimpleNamespace
 
 from .errors import TraitflowError, error_line
-from .formats import remove_stale_temps, save_json
+from .formats import atomic_write, remove_stale_temps, save_json
+from .manifests import file_record, manifest_json
+
+
+def job_outputs(snakemake):
+    """The files a job writes, by name ({"shared": [...], "pt": [...], ...}): params.outputs.
+
+    Per-shard jobs declare only their manifest to Snakemake (plus any of their files
+    that are missing, damaged or asked for by name): a declared file costs every plan
+    a pattern match and several metadata reads. Their files therefore come from params.
+    Jobs without params.outputs write their declared outputs.
+    """
+    planned = getattr(snakemake.params, "outputs", None)
+    if planned is None:
+        return snakemake.output
+    return SimpleNamespace(**planned)
+
+
+def planned_files(snakemake):
+    """Every file the job writes (its declared outputs less the manifest, or params.outputs), in order."""
+    planned = getattr(snakemake.params, "outputs", None)
+    if planned is None:
+        manifest = getattr(snakemake.output, "manifest", None)
+        return [f for f in snakemake.output if f != manifest]
+    return [f for files in planned.values() for f in ([files] if isinstance(files, str) else files)]
 
 
 def write_manifest(snakemake):
-    """Record a finished job's files in its manifest, written last.
+    """Record a finished job's files in its manifest, written last: each file's size and sha256.
 
-    Downstream rules and the final target depend on manifests, one per job, not
-    on the per-prompt files: Snakemake matches every input path against every
-    output pattern, which took ~20 s of planning for 10 traits x 200 prompts.
+    Downstream rules and the final target depend on manifests, one per job, not on
+    the per-prompt files (traitflow.manifests documents the format and reads it).
     """
-    files = [f for f in snakemake.output if f != snakemake.output.manifest]
-    save_json({"rule": snakemake.rule, "wildcards": dict(snakemake.wildcards), "files": files},
-              snakemake.output.manifest, indent=1)
+    traits = getattr(snakemake.params, "traits", None)
+    names = None if traits is None else [t if isinstance(t, str) else t["name"] for t in traits]
+    records = [file_record(f) for f in planned_files(snakemake)]
+    save_json(manifest_json(snakemake.rule, snakemake.wildcards, records, names), snakemake.output.manifest, indent=1)
+    repair = getattr(snakemake.output, "repair", None)
+    if repair:  # the note that made this job rerun (traitflow/declared.py): what it rebuilt
+        note = (f"{snakemake.rule} rebuilt its {len(records)} files after the plan found some of them resized "
+                f"(the plan's warning lines name them); manifest {snakemake.output.manifest}\n")
+
+        def write(tmp):
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(note)
+        atomic_write(repair, write)
 
 
 def run_script(snakemake, main):
@@ -35,7 +69,7 @@ def run_script(snakemake, main):
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     rule = snakemake.rule
     try:
-        remove_stale_temps(list(snakemake.output))
+        remove_stale_temps(list(snakemake.output) + planned_files(snakemake))
         main(snakemake)
         if hasattr(snakemake.output, "manifest"):
             write_manifest(snakemake)

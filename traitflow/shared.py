@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import SUBLAYERS, __version__
+from .constants import SUBLAYERS, __version__
+from .damage import reports_damage
+from .fileio import atomic_write, now
 
 SHARED_FORMAT = "traitflow-shared/1"
 ATTENTION_SCALE = 65535
@@ -69,9 +71,18 @@ class SharedData:
     residual_norms: np.ndarray  # float32 [T, L, 3]
     metadata: dict
     packed_attention: np.ndarray | None = None  # uint16, see attention_offset
-    logit_lens_ids: np.ndarray | None = None  # int32 [T, L, k]
-    logit_lens_probs: np.ndarray | None = None  # float32 [T, L, k]
+    logit_lens_ids: np.ndarray | None = None  # int32 [T, len(logit_lens_layers), k]
+    logit_lens_probs: np.ndarray | None = None  # float32 [T, len(logit_lens_layers), k]
     logit_lens_tokens: dict = field(default_factory=dict)  # id -> token string
+    logit_lens_layers: list = field(default_factory=list)  # the layers the lens covers, ascending
+
+    def lens_top(self, t, layer):
+        """[(token string, probability)] of the lens at token t and layer; [] where the lens does not cover it."""
+        if self.logit_lens_ids is None or layer not in self.logit_lens_layers:
+            return []
+        j = self.logit_lens_layers.index(layer)
+        return [(self.logit_lens_tokens.get(int(i), f"#{int(i)}"), float(p))
+                for i, p in zip(self.logit_lens_ids[t, j], self.logit_lens_probs[t, j])]
 
     @property
     def n_tokens(self):
@@ -96,12 +107,11 @@ def write_shared(path, token_ids, n_prompt, residual_norms, attention=None, logi
     """Write one prompt's shared file atomically.
 
     residual_norms: [T, L, 3]. attention: [L, T, T] head-mean weights or None.
-    logit_lens: (ids [T, L, k], probs [T, L, k], {id: token string}) or None.
+    logit_lens: (ids [T, n, k], probs [T, n, k], {id: token string}[, layers]) or None; layers: the n
+    ascending layers the lens covers (default: every layer, n = L), recorded as logit_lens_layers.
     metadata: extra string-able provenance (model, dtype, response_source, ...).
     """
     from safetensors.numpy import save
-
-    from .formats import atomic_write, now
 
     residual_norms = np.ascontiguousarray(residual_norms, dtype=np.float32)
     T, L, _ = residual_norms.shape
@@ -112,10 +122,16 @@ def write_shared(path, token_ids, n_prompt, residual_norms, attention=None, logi
         tensors["attention"] = pack_attention(attention)
         meta["attention_encoding"] = ATTENTION_ENCODING
     if logit_lens is not None:
-        ids, probs, strings = logit_lens
+        ids, probs, strings, *layers = logit_lens
         tensors["logit_lens_ids"] = np.ascontiguousarray(ids, dtype=np.int32)
         tensors["logit_lens_probs"] = np.ascontiguousarray(probs, dtype=np.float32)
+        layers = [int(layer) for layer in (layers[0] if layers else range(L))]
+        if len(layers) != tensors["logit_lens_ids"].shape[1] or layers != sorted(set(layers)) or \
+                not all(0 <= layer < L for layer in layers):
+            raise ValueError(f"logit lens layers {layers} do not match its {tensors['logit_lens_ids'].shape[1]} "
+                             f"rows in ascending order within 0-{L - 1}")
         meta["logit_lens_k"] = int(tensors["logit_lens_ids"].shape[-1])
+        meta["logit_lens_layers"] = layers
         meta["logit_lens_tokens"] = {str(k): v for k, v in strings.items()}
     text = {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
     data = save(tensors, metadata=text)  # bytes: save_file would recreate the file with mode 0600
@@ -126,6 +142,7 @@ def write_shared(path, token_ids, n_prompt, residual_norms, attention=None, logi
     atomic_write(path, write)
 
 
+@reports_damage("safetensors file")
 def read_metadata(path):
     """The header's __metadata__, parsed (numbers and JSON back to Python values)."""
     from safetensors import safe_open
@@ -142,6 +159,7 @@ def _parse(value):
         return value
 
 
+@reports_damage("traitflow shared file")
 def read_shared(path):
     """A prompt's SharedData (tensors memory-mapped by safetensors; attention left packed)."""
     from safetensors import safe_open
@@ -154,4 +172,6 @@ def read_shared(path):
                           residual_norms=get("residual_norms"), metadata=meta, packed_attention=get("attention"),
                           logit_lens_ids=get("logit_lens_ids"), logit_lens_probs=get("logit_lens_probs"),
                           logit_lens_tokens={int(k): v for k, v in meta.get("logit_lens_tokens", {}).items()})
+    if data.logit_lens_ids is not None:  # files written before logit_lens_layers covered every layer
+        data.logit_lens_layers = [int(x) for x in meta.get("logit_lens_layers", range(data.logit_lens_ids.shape[1]))]
     return data

@@ -15,15 +15,31 @@ _ERROR_LINE = re.compile(r"^traitflow \[(?P<stage>[^\]]+)\] error: (?P<message>.
 
 
 def classify(targets, run_start):
-    """Split target paths into (built this run, up to date, missing)."""
+    """Split target paths into (built this run, up to date, missing).
+
+    One listing and one stat per folder: outputs are written atomically (renamed into
+    place), which dates their folder, so only a folder dated this run needs a stat per
+    file. A no-op at 30 traits x 1,000 prompts then makes ~100 calls, not ~90k.
+    """
     built, fresh, missing = [], [], []
+    folders = {}
     for path in targets:
-        if not os.path.exists(path):
+        folder, name = os.path.split(path)
+        if folder not in folders:
+            try:
+                folders[folder] = (set(os.listdir(folder or ".")), os.stat(folder or ".").st_mtime >= run_start)
+            except OSError:
+                folders[folder] = (set(), False)
+        names, touched = folders[folder]
+        if name not in names:
             missing.append(path)
-        elif os.path.getmtime(path) >= run_start:
-            built.append(path)
-        else:
+        elif not touched:
             fresh.append(path)
+        else:
+            try:
+                (built if os.stat(path).st_mtime >= run_start else fresh).append(path)
+            except OSError:
+                missing.append(path)
     return built, fresh, missing
 
 
@@ -159,10 +175,13 @@ def format_reasons(reasons):
     return "\n".join(lines)
 
 
-def print_run_summary(plan, targets_by_trait, run_start, log_dir, reasons=None):
+def print_run_summary(plan, targets_by_trait, run_start, log_dir, reasons=None, orphans=""):
+    """orphans: one line naming the outputs of prompts no longer in the experiment (traitflow.orphans)."""
     text = format_summary(summary_rows(plan, targets_by_trait, run_start, log_dir))
     if reasons is not None:
         text += "\n\nwhy jobs ran, per stage:\n" + format_reasons(reasons)
+    if orphans:
+        text += "\n\nstale files: " + orphans
     print(f"\ntraitflow summary for {plan.exp_dir} (files per trait):\n{text}\n", flush=True)
     path = os.path.join(log_dir, "summary.txt")
 

@@ -4,13 +4,17 @@ dynamics_tokens: one row per (trait, method, prompt, token), with the token's
 score and its backward velocity / acceleration (see traitflow.dynamics; NaN
 where undefined). dynamics_summary: one row per (trait, method, prompt) with
 the metrics. Indices count prompt + response tokens from the first prompt token.
+Both carry the prompts' ids, extra fields and labels as columns after prompt_index
+(prompt_id, {field}, label_{name}: traitflow.prompt_columns) where the prompts have them.
 """
 
 import csv
-import json
 
 import numpy as np
 import pandas as pd
+
+from .formats import load_json
+
 
 def _category(trait):
     """CATEGORY of a CATEGORY/TRAIT name, None for a trait directly under the experiment."""
@@ -64,12 +68,17 @@ def summary_rows(rec):
 _NULLABLE_INTS = ["peak_index", "peak_velocity_index", "commitment_index"]
 
 
-def dynamics_tables(paths):
-    """(tokens, summary) DataFrames from dynamics JSON files, sorted by trait, method, prompt, token."""
+def dynamics_tables(paths, prompt_refs=(), prompt_columns=None):
+    """(tokens, summary) DataFrames from dynamics JSON files, sorted by trait, method, prompt, token.
+
+    prompt_refs: [(prompt set, index)] per plan-wide prompt; prompt_columns: {column: [value per
+    plan-wide prompt]}, joined onto both frames by (prompt_set, prompt_index).
+    """
+    from .prompt_columns import add_to_frame
+
     records = []
     for path in paths:
-        with open(path, encoding="utf-8") as fh:
-            records.append(json.load(fh))
+        records.append(load_json(path))  # a damaged file: one line naming it and the command that rebuilds it
     tokens = pd.concat([f for rec in records for f in token_rows(rec)], ignore_index=True)
     summary = pd.DataFrame([row for rec in records for row in summary_rows(rec)])
     for col in _NULLABLE_INTS:
@@ -77,7 +86,8 @@ def dynamics_tables(paths):
     keys = ["trait", "method", "prompt_set", "prompt_index"]
     tokens = tokens.sort_values(keys + ["token_index"], kind="stable", ignore_index=True)
     summary = summary.sort_values(keys, kind="stable", ignore_index=True)
-    return tokens, summary
+    refs = [tuple(r) for r in prompt_refs]
+    return add_to_frame(tokens, prompt_columns or {}, refs), add_to_frame(summary, prompt_columns or {}, refs)
 
 
 def save_table(df, csv_path, parquet_path):

@@ -65,7 +65,8 @@ def _ranges(layers):
 
 
 def load_vector(path, d_model=None):
-    """A 1-D float32 tensor, checked for shape, finiteness and a non-zero norm."""
+    """A 1-D float32 tensor of the file's direction (scaled to max |v| = 1: projections are scale-free),
+    checked for dtype, shape, finiteness and a non-zero entry."""
     import torch
 
     if path.endswith(".safetensors"):
@@ -86,17 +87,47 @@ def load_vector(path, d_model=None):
             vec = next(iter(vec.values()))
     if not isinstance(vec, torch.Tensor):
         raise TraitflowError(path, f"holds a {type(vec).__name__}, not a tensor", "save a 1-D tensor")
-    vec = vec.detach().float().squeeze()
+    if vec.is_complex():  # .float() would drop the imaginary part (with only a warning)
+        raise TraitflowError(path, f"vector has a complex dtype ({str(vec.dtype).removeprefix('torch.')}); a trait "
+                             "direction is real", "save the real vector (e.g. v.real, if the imaginary part is noise)")
+    vec = vec.detach().squeeze()
     if vec.dim() != 1:
         raise TraitflowError(path, f"vector has shape {list(vec.shape)}, expected 1-D", "save a 1-D tensor")
     if d_model is not None and vec.numel() != d_model:
         raise TraitflowError(path, f"vector has {vec.numel()} entries but the model's hidden size is {d_model}",
                              "use a vector extracted from this model")
+    return direction(vec, path)
+
+
+def direction(vec, where):
+    """vec divided by its largest magnitude, as float32: the same direction, safe to normalise.
+
+    Projection is h . v / ||v||, blind to v's scale. Dividing by max |v| in the
+    file's own precision (float64 included) first means neither v * 1e30 (whose
+    norm overflows float32) nor v * 1e-30 (whose squares underflow to 0) changes
+    it; only a vector with no non-zero entry is all zeros.
+    """
+    import torch
+
+    vec = vec.detach()
+    if not vec.is_floating_point():
+        vec = vec.double()
     if not torch.isfinite(vec).all():
-        raise TraitflowError(path, "vector contains NaN or infinite values", "re-extract the vector")
-    if vec.norm() == 0:
-        raise TraitflowError(path, "vector is all zeros (no direction to project on)", "re-extract the vector")
-    return vec
+        raise TraitflowError(where, "vector contains NaN or infinite values", "re-extract the vector")
+    biggest = vec.abs().max()
+    if biggest == 0:
+        raise TraitflowError(where, "vector is all zeros (no direction to project on)", "re-extract the vector")
+    return (vec.double() / biggest.double()).float()
+
+
+def unit_rows(vectors):
+    """[n, d] float32 unit rows (h . unit = h . v / ||v||), normalised in float64 after scaling each row
+    by its largest magnitude, so that no row's norm overflows or underflows."""
+    import torch
+
+    v = torch.as_tensor(vectors).detach().cpu().double().reshape(-1, vectors.shape[-1])
+    v = v / v.abs().amax(dim=-1, keepdim=True)
+    return (v / v.norm(dim=-1, keepdim=True)).float()
 
 
 def read_metadata(vector_path):
@@ -120,6 +151,7 @@ def check_vector_model(vector_path, model, allow_mismatch):
 
 
 VECTOR_CHECKS = ".snakemake/traitflow/vector_checks.json"
+CHECKS_VERSION = 2  # part of each cached verdict's key: raise it when load_vector's checks change
 
 
 def vector_problems(paths, d_model, cache_path=VECTOR_CHECKS):
@@ -128,7 +160,9 @@ def vector_problems(paths, d_model, cache_path=VECTOR_CHECKS):
     Runs at plan time, so that a bad vector leaves its trait out before any job
     (one capture job serves every trait). Each verdict is cached by the file's
     size and mtime: torch is imported only when some vector is new or changed.
-    Files that do not exist yet (to be extracted) are not checked.
+    Files that do not exist yet (to be extracted) are not checked; a symlink whose
+    target is gone is a problem (its trait is left out, not the whole run stopped
+    by Snakemake's MissingInputException).
     """
     try:
         with open(cache_path, encoding="utf-8") as fh:
@@ -140,8 +174,11 @@ def vector_problems(paths, d_model, cache_path=VECTOR_CHECKS):
         try:
             st = os.stat(path)
         except OSError:
+            if os.path.islink(path):
+                problems[path] = str(TraitflowError(path, f"a symlink to {os.readlink(path)}, which does not exist",
+                                                    "restore the file it points to, or replace the link with the vector"))
             continue
-        key = [st.st_size, st.st_mtime_ns, d_model]
+        key = [st.st_size, st.st_mtime_ns, d_model, CHECKS_VERSION]
         entry = cache.get(os.path.abspath(path))
         if entry is None or entry["key"] != key:
             try:

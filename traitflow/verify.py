@@ -139,7 +139,9 @@ def verify_shared(path):
         shared = read_shared(path)
     except FileNotFoundError:
         return ["file not found"]
-    except Exception as err:  # safetensors raises its own errors for truncated or foreign files
+    except TraitflowError as err:  # read_shared's one line for a truncated or foreign file
+        return [err.problem]
+    except Exception as err:
         return [f"not a readable traitflow shared file ({type(err).__name__}: {str(err)[:120]})"]
     p = Problems()
     meta, T, L = shared.metadata, shared.n_tokens, shared.n_layers
@@ -164,8 +166,13 @@ def verify_shared(path):
                     p.append(f"attention: token {t}'s rows do not sum to 1 (off by up to {deviation:.3g})")
                     break
     ids, probs = shared.logit_lens_ids, shared.logit_lens_probs
-    if (ids is None) != (probs is None) or ids is not None and (ids.shape != probs.shape or ids.shape[:2] != (T, L)):
-        p.append("logit_lens_ids / logit_lens_probs: missing one of the pair, or shapes are not [T, n_layers, k]")
+    layers = shared.logit_lens_layers
+    if (ids is None) != (probs is None) or ids is not None and (ids.shape != probs.shape
+                                                                or ids.shape[:2] != (T, len(layers))):
+        p.append("logit_lens_ids / logit_lens_probs: missing one of the pair, or shapes are not "
+                 "[T, len(logit_lens_layers), k]")
+    elif ids is not None and (layers != sorted(set(layers)) or not all(0 <= x < L for x in layers)):
+        p.append(f"logit_lens_layers: {layers} is not an ascending list of layers within 0-{L - 1}")
     return p
 
 

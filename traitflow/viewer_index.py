@@ -9,11 +9,10 @@ Only the standard library is used: this runs in a local job.
 """
 
 import glob
-import json
 import os
 import re
 
-from . import SUBLAYERS, __version__
+from .constants import SUBLAYERS, __version__
 
 INDEX_FORMAT = "traitflow-viewer-index/2"
 
@@ -54,8 +53,9 @@ def scan(exp_dir):
 
 
 def _read_json(path):
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    from .formats import load_json  # a damaged file: one line naming it and the command that rebuilds it
+
+    return load_json(path)
 
 
 def build_index(exp_dir, files, experiment, model, n_layers, traits, prompt_refs=None, left_out=None):
