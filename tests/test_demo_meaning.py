@@ -203,7 +203,7 @@ def test_on_a_refusal_the_refusal_score_peaks_in_the_response(demo_run, chat):
 
 
 def test_random_demo_models_get_one_folder_per_spec(demo_copy):
-    from conftest import snakemake
+    from conftest import job_counts, snakemake
 
     from traitflow.demo import demo_model_dir
     from traitflow.workflow import model_path
@@ -211,7 +211,10 @@ def test_random_demo_models_get_one_folder_per_spec(demo_copy):
     small, deep = demo_model_dir({}), demo_model_dir({"num_hidden_layers": 26})
     assert small == demo_model_dir({"num_hidden_layers": 4}) != deep  # the defaults are part of the key
     assert model_path({"model": "traitflow-demo", "demo_model": {"num_hidden_layers": 26}}) == deep
-    for spec, folder in (("{}", small), ("{num_hidden_layers: 26}", deep)):
-        out = snakemake(demo_copy, "-n", "--until", "build_demo_model", "--config", "model=traitflow-demo",
-                        f"demo_model={spec}").stdout
-        assert f"{folder}/model.safetensors" in out and out.count("rule build_demo_model") == 1
+    # Each spec's rule writes its own folder and no other: switching specs never rebuilds the other's model.
+    for spec, mine, other in (("{}", small, deep), ("{num_hidden_layers: 26}", deep, small)):
+        config = ["--config", "model=traitflow-demo", f"demo_model={spec}"]
+        out = snakemake(demo_copy, f"{mine}/config.json", "-n", "--quiet", "rules", *config).stdout
+        assert job_counts(out) == {"build_demo_model": 1}
+        out = snakemake(demo_copy, f"{other}/config.json", "-n", *config, check=False).stdout
+        assert f"No rule to produce {other}/config.json" in out

@@ -10,7 +10,7 @@ import pytest
 
 from traitflow.declared import Declared, named_paths, plain_run, target_jobs
 from traitflow.fingerprints import Fingerprints
-from traitflow.manifests import damaged_files, file_record, find_manifests, manifest_json, missing_files, read_manifest
+from traitflow.manifests import damaged_files, find_manifests, missing_files, read_manifest
 from traitflow.scripting import job_outputs, write_manifest
 
 

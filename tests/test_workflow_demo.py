@@ -175,7 +175,7 @@ def test_vectors_extracted_for_both_methods_at_every_layer(demo_run, model):
             assert vec.shape == (model.config.hidden_size,) and vec.dtype == torch.float32
             with open(os.path.join(vec_dir, f"{method}_layer{layer}_metadata.json")) as fh:
                 meta = json.load(fh)
-            assert meta["method"] == method and meta["layer"] == layer and meta["model"] == "traitflow-demo"
+            assert meta["method"] == method and meta["layer"] == layer and meta["model"] == "models/traitflow-demo-chat"
 
 
 def test_mean_diff_vector_matches_independent_recomputation(demo_run, model):
