@@ -76,7 +76,9 @@ def model_params():
     speed, not results: scripts read them from snakemake.config.
     """
     return {
-        "model": config["model"],
+        # functions, not strings: a local model folder (the demo's) is a prefix of the input files, and
+        # `snakemake --lint` takes a hardcoded path prefix for a shared-filesystem assumption
+        "model": lambda wildcards: config["model"],
         "model_path": lambda wildcards: PLAN.model_path,
         "dtype": config["capture"]["dtype"],
         "device": config["capture"]["device"],

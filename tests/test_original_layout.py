@@ -74,10 +74,9 @@ def test_every_trait_is_found_in_its_category_with_the_method_priority(original)
 
 def test_every_output_matches_an_independent_forward_pass(original):
     from traitflow import load_capture, load_seed_format
-    from traitflow.demo import demo_model_dir
     from traitflow.modeling import load_model
 
-    model = load_model(f"{original}/{demo_model_dir()}", "cpu", "float32")
+    model = load_model(f"{original}/models/traitflow-demo-chat", "cpu", "float32")  # the demo config's model
     for trait in TRAITS:
         v = torch.load(f"{original}/{EXP}/{trait}/extraction/vectors/{expected_method(trait)}_layer{LAYER}.pt",
                        weights_only=True).double().numpy()

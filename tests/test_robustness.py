@@ -314,6 +314,7 @@ def test_unsupported_architecture_names_the_table_to_extend(tmp_path):
 class FakeSnakemake:
     def __init__(self, log, outputs=()):
         self.log, self.output, self.rule = [log], list(outputs), "capture_shard0"
+        self.params = type("Params", (), {})()  # Snakemake's object always has params; this job's has none
 
 
 @pytest.mark.parametrize("error, line", [
