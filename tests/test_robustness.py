@@ -136,7 +136,7 @@ def test_killed_run_leaves_valid_files_and_the_rerun_redoes_only_unfinished_jobs
     targets = [os.path.relpath(p, demo_copy) for t in TRAITS for ext in ("pt", "json")
                for p in capture_files(demo_copy, t, ext)] + [
         os.path.relpath(p, demo_copy) for p in sorted(glob.glob(f"{demo_copy}/{EXP}/inference/shared/*"))]
-    assert len(targets) == 70
+    assert len(targets) == len(TRAITS) * 24 * 2 + 24  # a .pt and a .json per (trait, prompt), a shared file per prompt
     for trait in TRAITS:
         shutil.rmtree(f"{demo_copy}/{EXP}/{trait}/inference/residual_stream_activations")
     shutil.rmtree(f"{demo_copy}/{EXP}/inference/shared")
@@ -201,7 +201,7 @@ def test_unusable_vectors_are_left_out_at_plan_time_and_the_others_run(demo_copy
         os.makedirs(vectors % trait)
     # a trait that brings its own .safetensors vector: 3x refusal's, so its projections must equal refusal's
     save_file({"vector": 3 * refusal}, f"{vectors % 'own_st'}/probe_layer2.safetensors")
-    save_json({"model": "traitflow-demo"}, f"{vectors % 'own_st'}/probe_layer2_metadata.json")
+    save_json({"model": "models/traitflow-demo-chat"}, f"{vectors % 'own_st'}/probe_layer2_metadata.json")
     torch.save(torch.randn(10), f"{vectors % 'broken'}/probe_layer2.pt")
     marker = tmp_path / "pwned"
     write_payload(f"{vectors % 'evil'}/probe_layer2.pt", marker)
@@ -221,7 +221,7 @@ def test_unusable_vectors_are_left_out_at_plan_time_and_the_others_run(demo_copy
     assert snakemake(demo_copy, "-n", "--config", "dynamics={methods: [auto]}").stdout.count("left out") == 2
 
     own, ref = capture_files(demo_copy, "own_st"), capture_files(demo_copy, "refusal")
-    assert len(own) == len(ref) == 10
+    assert len(own) == len(ref) == 24  # the demo's prompts
     for own_path, ref_path in zip(own, ref):
         a, b = load_pt(own_path), load_pt(ref_path)
         assert a["metadata"]["vector_path"].endswith("own_st/extraction/vectors/probe_layer2.safetensors")
