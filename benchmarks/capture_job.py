@@ -2,7 +2,7 @@
 
 Loads the model, captures one trait over one shard of prompt+response token
 sequences (random tokens of the requested lengths), writes the .pt and .json
-per prompt like scripts/capture_all_layers.py, then prints two numbers in
+per prompt and the shared file like scripts/capture_all_layers.py, then prints two numbers in
 MiB: its RSS once the model is loaded, and its peak RSS from there to the
 end. The job sees only its shard: nothing in it scales with the experiment.
 
@@ -15,8 +15,9 @@ import sys
 import torch
 
 from traitflow.capture import capture
-from traitflow.formats import all_layers_record, save_json, save_pt, to_json
+from traitflow.formats import all_layers_json, all_layers_record, save_json, save_pt
 from traitflow.modeling import load_model
+from traitflow.shared import write_shared
 
 
 def fake_response(prompt_ids, response_ids):
@@ -40,9 +41,11 @@ def main(model_dir, out_dir, n_prompts, prompt_tokens, response_tokens, batch_si
         fh.write("5")
     captures = capture(model, sequences, vector[None], batch_size=batch_size)
     for k, (resp, cap) in enumerate(zip(responses, captures)):
-        record = all_layers_record(resp, cap.projections[..., 0], cap.attention, {"trait": "bench"})
+        shared = os.path.join(out_dir, f"shared_{k}.safetensors")  # attention and norms: once per prompt
+        write_shared(shared, sequences[k], resp["prompt"]["n_tokens"], cap.norms.numpy(), cap.attention_codes.numpy())
+        record = all_layers_record(resp, cap.projections[..., 0], {"trait": "bench", "shared_file": shared})
         save_pt(record, os.path.join(out_dir, f"prompt_{k}.pt"))
-        save_json(to_json(record), os.path.join(out_dir, f"prompt_{k}.json"))
+        save_json(all_layers_json(record), os.path.join(out_dir, f"prompt_{k}.json"))
     print(loaded, vm_status("VmHWM"))
 
 

@@ -101,7 +101,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
-    from run import Table
+    from harness import Table
 
     table = Table()
     bench_lens(table, args.repeats, args.threads, n_layers=args.layers, tokens=args.tokens,

@@ -31,6 +31,17 @@ def deep_update(base, extra):
     return base
 
 
+def make_config(**overrides):
+    """config.yaml with overrides, validated and completed with the schema's defaults (what the plan sees)."""
+    from snakemake.utils import validate
+
+    with open(os.path.join(REPO, "config.yaml")) as fh:
+        config = yaml.safe_load(fh)
+    deep_update(config, overrides)
+    validate(config, os.path.join(REPO, "schemas", "config.schema.yaml"), set_default=True)
+    return config
+
+
 def make_workdir(dest, config_overrides=None, experiment="demo"):
     """A runnable copy of the workflow and one experiment's inputs (no outputs)."""
     os.makedirs(dest, exist_ok=True)

@@ -11,8 +11,7 @@ import shutil
 import pytest
 import torch
 import yaml
-from conftest import REPO, deep_update, make_workdir, snakemake
-from snakemake.utils import validate
+from conftest import REPO, deep_update, make_config, make_workdir, snakemake
 
 from traitflow.errors import TraitflowError
 from traitflow.vectors import check_vector_model, load_vector
@@ -21,14 +20,6 @@ from traitflow.workflow import check_config, make_plan
 SCHEMA = os.path.join(REPO, "schemas", "config.schema.yaml")
 PROMPTS = "experiments/demo/inference_prompts.txt"
 EXAMPLES = {"positive.txt": "I refuse.\nNo, I will not.\n", "negative.txt": "Sure, here it is.\nGladly.\n"}
-
-
-def make_config(**overrides):
-    with open(os.path.join(REPO, "config.yaml")) as fh:
-        config = yaml.safe_load(fh)
-    deep_update(config, overrides)
-    validate(config, SCHEMA, set_default=True)
-    return config
 
 
 def write(root, files):

@@ -12,10 +12,7 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
-import yaml
-from conftest import REPO, deep_update, dry_run
-from snakemake.utils import validate
-
+from conftest import REPO, dry_run, make_config
 from traitflow.errors import TraitflowError
 from traitflow.orphans import describe, orphan_outputs, orphans_line
 from traitflow.overview import build_overview
@@ -45,14 +42,6 @@ def error(fn, *args):
     with pytest.raises(TraitflowError) as info:
         fn(*args)
     return str(info.value)
-
-
-def make_config(**overrides):
-    with open(os.path.join(REPO, "config.yaml")) as fh:
-        config = yaml.safe_load(fh)
-    deep_update(config, overrides)
-    validate(config, SCHEMA, set_default=True)
-    return config
 
 
 @pytest.fixture

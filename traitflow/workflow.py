@@ -1,4 +1,7 @@
-"""Parse-time planning for the Snakefile: config checks, traits, vectors, prompt shards and model facts.
+"""Parse-time planning for the Snakefile: make_plan() joins traits, vectors, prompt sets, shards and model facts.
+
+The config check (traitflow.config_check) and the model facts (traitflow.model_facts) have their own
+modules; the names the Snakefile and scripts import from here are re-exported.
 
 The Snakefile imports this on every invocation (and every cluster job re-parses
 it), so it must stay cheap: no torch, no transformers, only small files read.
