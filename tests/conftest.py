@@ -244,3 +244,16 @@ def open_viewer(new_page):
         return page
 
     return open_
+
+
+# ---------- order: the longest modules first ----------
+# `make test` runs two workers that take whole modules (--dist loadscope); a long module picked up last
+# leaves one worker idle while the other finishes it. Modules that build a workflow of their own lead,
+# so the shared demo build overlaps with them; the others keep pytest's order.
+LONGEST_FIRST = ["test_slurm.py", "test_robustness.py", "test_quickstart.py", "test_original_layout.py",
+                 "test_viewer_real_size.py", "test_incremental.py", "test_generate.py", "test_staleness_workflow.py"]
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # a stable sort: the rest keep their order
