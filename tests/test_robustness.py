@@ -206,8 +206,9 @@ def test_unusable_vectors_are_left_out_at_plan_time_and_the_others_run(demo_copy
     marker = tmp_path / "pwned"
     write_payload(f"{vectors % 'evil'}/probe_layer2.pt", marker)
 
-    # dynamics.methods [auto]: these traits bring one method only
-    proc = snakemake(demo_copy, "--cores", "2", "--config", "dynamics={methods: [auto]}")
+    # dynamics.methods [auto]: these traits bring one method only; no single-layer stage (not what is tested)
+    config = ["--config", "dynamics={methods: [auto]}", "single_layer={layers: []}"]
+    proc = snakemake(demo_copy, "--cores", "2", *config)
     out = proc.stdout
     assert not marker.exists() and "Traceback" not in out
     left_out = sorted(line for line in out.splitlines() if "left out" in line)
@@ -218,7 +219,7 @@ def test_unusable_vectors_are_left_out_at_plan_time_and_the_others_run(demo_copy
         "load: not a plain tensor file (UnpicklingError); fix: re-save it with torch.save of tensors, dicts and "
         "lists only, or use .safetensors"]
     # torch was imported once for the check; the verdicts are cached by size and mtime
-    assert snakemake(demo_copy, "-n", "--config", "dynamics={methods: [auto]}").stdout.count("left out") == 2
+    assert snakemake(demo_copy, "-n", *config).stdout.count("left out") == 2
 
     own, ref = capture_files(demo_copy, "own_st"), capture_files(demo_copy, "refusal")
     assert len(own) == len(ref) == 24  # the demo's prompts
