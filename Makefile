@@ -27,7 +27,7 @@ demo-model: $(VENV)/.installed
 # the session builds (tests/conftest.py shared_build) are made once for both. WORKERS=0 runs in one process.
 WORKERS ?= 2
 test: $(VENV)/.installed browser-deps slurm-deps
-	$(BIN)/python -m pytest -q $(if $(filter-out 0,$(WORKERS)),-n $(WORKERS) --dist loadscope)
+	$(BIN)/python -m pytest -q $(if $(filter-out 0,$(WORKERS)),-n $(WORKERS) --dist loadscope --no-loadscope-reorder)
 
 # Performance ratios side by side (docs/benchmarks.md): quick for CI-sized machines, full at the target sizes (docs/design.md).
 bench: $(VENV)/.installed

@@ -13,13 +13,21 @@ import yaml
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKFLOW_FILES = ["Snakefile", "config.yaml", "rules", "scripts", "schemas", "profiles", "envs", "report", "models"]
 
-# The demo run used by the workflow tests: 3 prompt shards (24 prompts, 8 per job) so shard-level
-# invalidation is observable, short responses to keep it quick.
+# The demo run used by the workflow tests: 2 prompt shards (24 prompts, 12 per job), the fewest that
+# make shard-level invalidation observable; short responses and report figures for 4 prompts to keep it quick.
 TEST_CONFIG = {
-    "capture": {"prompts_per_job": 8},
+    "capture": {"prompts_per_job": 12},
     "generation": {"max_new_tokens": 10},
     "single_layer": {"layers": [1, 2]},
+    "report": {"max_prompts": 4},
 }
+PER_SHARD = TEST_CONFIG["capture"]["prompts_per_job"]
+N_SHARDS = 2  # of the demo's 24 prompts
+
+
+def shards(stage):
+    """Every shard's job name of one stage of the test demo: {"generate_shard0", "generate_shard1"}."""
+    return {f"{stage}_shard{k}" for k in range(N_SHARDS)}
 
 
 def deep_update(base, extra):
@@ -247,11 +255,14 @@ def open_viewer(new_page):
 
 
 # ---------- order: the longest modules first ----------
-# `make test` runs two workers that take whole modules (--dist loadscope); a long module picked up last
-# leaves one worker idle while the other finishes it. Modules that build a workflow of their own lead,
-# so the shared demo build overlaps with them; the others keep pytest's order.
-LONGEST_FIRST = ["test_slurm.py", "test_robustness.py", "test_quickstart.py", "test_original_layout.py",
-                 "test_viewer_real_size.py", "test_incremental.py", "test_generate.py", "test_staleness_workflow.py"]
+# `make test` runs two workers that take whole modules in this order (--dist loadscope
+# --no-loadscope-reorder); a long module picked up last leaves one worker idle while the other
+# finishes it. The first worker builds the shared demo (test_incremental needs it at once) while the
+# second runs modules that build workflows of their own, so neither waits on the demo's lock; the
+# others keep pytest's order.
+LONGEST_FIRST = ["test_incremental.py", "test_slurm.py", "test_viewer_real_size.py", "test_original_layout.py",
+                 "test_quickstart.py", "test_robustness.py", "test_dynamics.py", "test_staleness_workflow.py",
+                 "test_generate.py", "test_single_layer.py"]
 
 
 def pytest_collection_modifyitems(items):

@@ -186,13 +186,11 @@ def test_make_verify_lists_damaged_outputs_and_fix_removes_exactly_those(demo_co
     assert not any(os.path.exists(os.path.join(demo_copy, rel)) for rel in cut)
     assert not os.path.exists(os.path.join(demo_copy, figures))
     counts = dry_run(demo_copy)
-    # Prompts 0 and 1 are in shard 0, prompt 17 in shard 2 (8 per shard): their jobs (and what reads their files) rerun,
-    # shard 1's do not.
+    # Prompts 0 and 1 are in shard 0 (12 per shard): its jobs (and what reads their files) rerun. Prompt 17 is in
+    # shard 1: only the job that wrote its dynamics file reruns there.
     assert counts.get("generate_shard0") == 1 and counts.get("capture_shard0") == 1, counts
-    assert counts.get("dynamics_shard2") == 1 and "viewer_overview" in counts, counts
-    assert counts.get("report_heatmaps", 0) >= 1, counts
-    assert not [rule for rule in counts if rule.endswith("shard1")], counts
-    assert "generate_shard2" not in counts and "capture_shard2" not in counts, counts
+    assert {rule for rule in counts if rule.endswith("shard1")} == {"dynamics_shard1"}, counts
+    assert "viewer_overview" in counts and counts.get("report_heatmaps", 0) >= 1, counts
 
 
 # ---- writes that fail -----------------------------------------------------------------------

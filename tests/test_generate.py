@@ -129,7 +129,7 @@ def test_demo_responses_do_not_depend_on_shard_or_batch_size_and_one_edit_change
 
     n = len(prompt_texts(demo_run["dir"]))
     targets = [f"experiments/demo/inference/responses/prompt_{i}.json" for i in range(n)]
-    reference = workflow_responses(demo_run["dir"], n)  # prompts_per_job 8, batch_size 8
+    reference = workflow_responses(demo_run["dir"], n)  # prompts_per_job 12, batch_size 8
     # One shard of every prompt in batches of 3: other shard mates, batch mates and positions than the reference.
     overrides = {"capture": {"prompts_per_job": n}, "generation": {"max_new_tokens": 10, "batch_size": 3}}
     work = make_workdir(str(tmp_path / "one_shard"), overrides)

@@ -11,7 +11,7 @@ import os
 
 import torch
 
-from conftest import date_back, dry_run, snakemake
+from conftest import N_SHARDS, PER_SHARD, date_back, dry_run, shards, snakemake
 from demo_prompts import DEMO_PROMPTS, with_prompt_text
 
 EXP = "experiments/demo"
@@ -48,9 +48,9 @@ def test_changing_one_vector_reruns_only_captures_and_updates_only_that_trait(de
     date_back(demo_copy)
     torch.save(-torch.load(vec, weights_only=True), vec)
     counts = dry_run(demo_copy)
-    # Nothing upstream reruns; downstream, one capture pass per shard (3) plus experiment-wide aggregates.
+    # Nothing upstream reruns; downstream, one capture pass per shard plus experiment-wide aggregates.
     assert not any(r.startswith(("generate", "extract", "build_demo_model")) for r in counts)
-    assert sum(capture_jobs(counts).values()) == 3
+    assert sum(capture_jobs(counts).values()) == N_SHARDS
     snakemake(demo_copy, "--cores", "2")
     # The rerun took effect: the negated vector negates that trait's projections, and only those.
     torch.testing.assert_close(projections(demo_copy, "sycophancy", 5), -before["sycophancy"])
@@ -64,16 +64,16 @@ def test_changing_one_traits_examples_reruns_its_extraction_and_captures(demo_co
     rewrite(demo_copy, path, open(path, "rb").read() + b"I will not help with that.\n")
     counts = dry_run(demo_copy)
     assert counts.pop("extract_vectors") == 1
-    assert sum(capture_jobs(counts).values()) == 3
+    assert sum(capture_jobs(counts).values()) == N_SHARDS
     assert not any(r.startswith("generate") for r in counts)
 
 
 def test_changing_one_prompt_reruns_only_its_shard(demo_copy):
-    new = with_prompt_text(demo_copy, 9, "My poem is the best ever written, isn't it?")  # prompt 9: shard 1 (8 per shard)
+    new = with_prompt_text(demo_copy, PER_SHARD + 1, "My poem is the best ever written, isn't it?")  # in shard 1
     rewrite(demo_copy, os.path.join(demo_copy, DEMO_PROMPTS), new)
     counts = dry_run(demo_copy)
     assert counts.get("generate_shard1") == 1
-    assert not {"generate_shard0", "generate_shard2", "extract_vectors"} & set(counts)
+    assert not (shards("generate") - {"generate_shard1"} | {"extract_vectors"}) & set(counts)
     assert capture_jobs(counts) == {"capture_shard1": 1}  # one pass for every trait
 
 
@@ -87,14 +87,14 @@ def test_adding_a_trait_schedules_no_generation(demo_copy):
     counts = dry_run(demo_copy)
     assert not any(r.startswith("generate") for r in counts)
     assert counts.get("extract_vectors") == 1
-    assert sum(capture_jobs(counts).values()) == 3
+    assert sum(capture_jobs(counts).values()) == N_SHARDS
 
 
 def test_changing_generation_settings_regenerates_everything(demo_copy):
     with open(os.path.join(demo_copy, "longer.yaml"), "w") as fh:
         fh.write("generation:\n  max_new_tokens: 11\n")
     counts = dry_run(demo_copy, "--configfile", "longer.yaml")
-    assert {r for r in counts if r.startswith("generate")} == {"generate_shard0", "generate_shard1", "generate_shard2"}
+    assert {r for r in counts if r.startswith("generate")} == shards("generate")
 
 
 def test_batch_sizes_and_token_budget_are_speed_only(demo_copy):
@@ -103,12 +103,12 @@ def test_batch_sizes_and_token_budget_are_speed_only(demo_copy):
 
 
 def test_a_deleted_output_file_reruns_only_the_job_that_wrote_it(demo_copy):
-    os.remove(os.path.join(demo_copy, EXP, "refusal/inference/dynamics/prompt_9.json"))  # shard 1
-    os.remove(os.path.join(demo_copy, EXP, "inference/responses/prompt_17.json"))  # shard 2, shared
+    os.remove(os.path.join(demo_copy, EXP, "refusal/inference/dynamics/prompt_1.json"))  # shard 0
+    os.remove(os.path.join(demo_copy, EXP, f"inference/responses/prompt_{PER_SHARD + 5}.json"))  # shard 1, shared
     counts = dry_run(demo_copy)
-    assert counts.get("generate_shard2") == 1 and not {"generate_shard0", "generate_shard1"} & set(counts)
-    assert capture_jobs(counts) == {"capture_shard2": 1}  # every trait reads the regenerated response
-    assert counts.get("dynamics_shard1") == 1  # for the deleted file
+    assert counts.get("generate_shard1") == 1 and "generate_shard0" not in counts
+    assert capture_jobs(counts) == {"capture_shard1": 1}  # every trait reads the regenerated response
+    assert counts.get("dynamics_shard0") == 1  # for the deleted file
 
 
 def test_a_deleted_benchmark_file_reruns_nothing(demo_copy):

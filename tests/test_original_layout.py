@@ -25,7 +25,7 @@ TRAITS = {
     "cognitive/retrieval": ["gradient", "ica"],
     "stylistic/formality": ["gradient"],
 }
-SETS = {"general": ["What is the capital of France?", "Explain photosynthesis briefly.", "Name three rivers."],
+SETS = {"general": ["What is the capital of France?", "Explain photosynthesis briefly."],
         "harmful": ["How do I pick a lock?", "<b>Write</b> a rude <script>reply</script>."]}
 
 

@@ -122,8 +122,9 @@ def test_a_noop_run_still_prints_the_summary_with_the_left_out_traits(walked, tm
 def test_the_summary_says_why_jobs_reran(walked, tmp_path):
     work = str(tmp_path / "w")
     shutil.copytree(walked[0], work, symlinks=True)
-    # The README's form of a nested key on the command line
-    out = snakemake(work, "--cores", "2", "--config", "experiment=myexp", "generation={max_new_tokens: 12}").stdout
+    # The README's form of a nested key on the command line; the run stops at the capture (what the lines name)
+    out = snakemake(work, "--cores", "2", "manifests/myexp/_shared/capture_shard0.json",
+                    "--config", "experiment=myexp", "generation={max_new_tokens: 12}").stdout
     why = out.split("why jobs ran, per stage:\n", 1)[1].split("\n\n", 1)[0].splitlines()
     assert "generate (1 job): params changed (generation)" in why
     assert any(line.startswith("capture (1 job): upstream job reran") for line in why)

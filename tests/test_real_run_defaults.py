@@ -11,7 +11,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import REPO, dry_run, make_workdir, snakemake
+from conftest import N_SHARDS, REPO, dry_run, make_workdir, shards, snakemake
 
 SCHEMA = os.path.join(REPO, "schemas", "config.schema.yaml")
 EXP = "experiments/demo"
@@ -229,7 +229,7 @@ def test_speed_settings_rerun_nothing_and_concrete_values_change_nothing(demo_co
 
 def test_moving_to_a_gpu_reruns_every_model_stage(demo_copy):
     counts = dry_run(demo_copy, "--config", "resources={gpu: 1}")  # device auto -> cuda, dtype auto -> bfloat16
-    assert {"extract_vectors", "generate_shard0", "generate_shard1", "generate_shard2"} <= model_jobs(counts)
+    assert {"extract_vectors", *shards("generate")} <= model_jobs(counts)
     counts = dry_run(demo_copy, "--config", "capture={dtype: bfloat16}")
     assert {"extract_vectors", "generate_shard0"} <= model_jobs(counts)
 
@@ -245,7 +245,7 @@ def test_files_record_the_dtype_and_the_chat_template_they_were_computed_with(de
 
 def test_every_model_job_writes_a_benchmark_file(demo_run):
     bench = os.path.join(demo_run["dir"], "logs/demo/benchmarks")
-    for stage, names in (("generate", ["shard0", "shard1", "shard2"]),
+    for stage, names in (("generate", [f"shard{k}" for k in range(N_SHARDS)]),
                          ("extract_vectors", ["refusal", "sycophancy", "uncertainty"])):
         for name in names:
             with open(os.path.join(bench, stage, f"{name}.tsv")) as fh:

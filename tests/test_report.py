@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import snakemake
+from conftest import TEST_CONFIG, snakemake
 
 from traitflow.formats import load_capture
 from traitflow.plots import (TOKENS_PER_PANEL, colour_limit, cross_trait_figure, heatmap_figure, panels, save_figure,
@@ -24,13 +24,16 @@ EXP = "experiments/demo"
 POINTS = ["residual_in", "after_attn", "residual_out"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TABLES, CROSS, HEATMAPS = "1. Tables", "2. Cross-trait trajectories", "3. Token x layer heatmaps"
-# Size bounds (bytes; sizes, not times). Measured on the demo: heatmaps 12-15 KB, cross-trait plots 22-32 KB
-# (palette PNGs; the RGBA PNGs before were 36-41 KB and 62-91 KB), the whole report 4.4 MB, of which about
-# 3 MB are Snakemake's own scripts and styles, the same for every report.
+# Size bounds (bytes; sizes, not times). Measured on the demo with 10 prompts shown: heatmaps 12-15 KB,
+# cross-trait plots 22-32 KB (palette PNGs; the RGBA PNGs before were 36-41 KB and 62-91 KB), the whole
+# report 4.4 MB, of which about 3 MB are Snakemake's own scripts and styles, the same for every report.
 MAX_HEATMAP_PNG = 25_000
 MAX_CROSS_PNG = 50_000
-MAX_RESULTS = 1_500_000  # every embedded result (base64), figures and tables: 6 x 10 = 40 PNGs + 2 HTML tables
-MAX_REPORT = 5_000_000
+SHOWN = TEST_CONFIG["report"]["max_prompts"]  # prompts with figures (the default is 10)
+# Every embedded result (base64), per prompt shown: 3 heatmaps, a cross-trait plot and the tables' share
+# (1.5 MB at 10 prompts); Snakemake's own scripts and styles add about 3 MB to any report.
+MAX_RESULTS = 150_000 * SHOWN
+MAX_REPORT = 3_500_000 + MAX_RESULTS
 MAX_DETAILS = 500  # characters of a figure's "Job parameters" (the 24 capture paths of before: 2.4 KB)
 
 
@@ -74,7 +77,7 @@ def report(demo_run, tmp_path_factory):
 def test_report_holds_the_tables_and_a_figure_per_trait_and_prompt_labelled_with_its_text(report):
     workdir, html, _ = report
     traits, prompts = traits_and_prompts(workdir)
-    shown = prompts[:10]  # report.max_prompts defaults to 10
+    shown = prompts[:SHOWN]
     categories, results = embedded(html, "categories"), embedded(html, "results")
     assert sorted(categories) == [TABLES, CROSS, HEATMAPS]  # the menu sorts them: tables first
 
@@ -143,8 +146,8 @@ def test_the_dynamics_table_shows_every_trait_and_method_and_the_reported_prompt
     for trait, method in csv[["trait", "method"]].drop_duplicates().itertuples(index=False):
         assert f"<tr><td>{trait}</td><td>{method}</td>" in by_trait
     assert by_trait.count("<tr><td>") == len(csv[["trait", "method"]].drop_duplicates())
-    assert per_prompt.count("<tr><td>") == len(csv[csv["prompt_index"] < 10])  # the prompts with figures
-    for text in csv[csv["prompt_index"] < 10]["prompt_text"].unique():
+    assert per_prompt.count("<tr><td>") == len(csv[csv["prompt_index"] < SHOWN])  # the prompts with figures
+    for text in csv[csv["prompt_index"] < SHOWN]["prompt_text"].unique():
         assert html_lib.escape(short_text(text, 50)) in per_prompt
     for column in csv.columns:  # every metric the CSV has, read at build time
         if column not in ("prompt_text", "response_text", "trait", "method", "prompt_set", "prompt_index"):

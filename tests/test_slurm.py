@@ -5,7 +5,6 @@ accounting database, as on many small clusters; `make test` installs slurm-wlm a
 first (`make slurm-deps`). If the daemons cannot start, the test fails and says why.
 """
 
-import glob
 import os
 import re
 import time
@@ -19,7 +18,9 @@ from traitflow.formats import load_json, load_pt
 from traitflow.prompts import read_prompts
 from traitflow.verify import verify_file
 
-SLURM_TEST_CONFIG = {"capture": {"prompts_per_job": 24}, "generation": {"max_new_tokens": 10}}
+# One trait and one prompt shard: every kind of model job (extraction, generation, capture) once, on
+# allocations of their own; more traits would add more of the same job at about 10 s each.
+SLURM_TEST_CONFIG = {"traits": ["refusal"], "capture": {"prompts_per_job": 24}, "generation": {"max_new_tokens": 10}}
 
 MODEL_JOB_MEM_MB = 1500
 MODEL_RULES = ("build_demo_model", "extract_vectors", "generate_shard", "capture_shard")
@@ -63,9 +64,9 @@ def use_test_cluster(workdir):
 
 
 def all_layers_targets(workdir):
-    """Every all-layers capture file of the demo (.pt and .json per trait and prompt)."""
+    """Every all-layers capture file of the test's traits (.pt and .json per trait and prompt)."""
     exp = f"{workdir}/experiments/demo"
-    traits = sorted(os.path.basename(os.path.dirname(d)) for d in glob.glob(f"{exp}/*/extraction"))
+    traits = SLURM_TEST_CONFIG["traits"]
     n_prompts = len(read_prompts(f"{exp}/inference_prompts.json"))
     return [f"experiments/demo/{t}/inference/residual_stream_activations/prompt_{i}.{ext}"
             for t in traits for i in range(n_prompts) for ext in ("pt", "json")]
@@ -73,10 +74,9 @@ def all_layers_targets(workdir):
 
 @pytest.fixture(scope="module")
 def slurm_run(slurm_cluster, tmp_path_factory):
-    """The demo's all-layers captures (model, vectors, responses, captures: 8 Slurm jobs).
+    """The all-layers captures of one demo trait: its vector, the responses and the captures, 3 Slurm jobs.
 
-    One prompt shard keeps the run to a few minutes on two cores; the rules after capture
-    (single layer, dynamics, reports) go through the same submission path.
+    The rules after capture (single layer, dynamics, reports) go through the same submission path.
     """
     workdir = make_workdir(str(tmp_path_factory.mktemp("slurm_run")), SLURM_TEST_CONFIG)
     use_test_cluster(workdir)
