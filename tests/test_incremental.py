@@ -73,7 +73,7 @@ def test_changing_one_prompt_reruns_only_its_shard(demo_copy):
     rewrite(demo_copy, os.path.join(demo_copy, DEMO_PROMPTS), new)
     counts = dry_run(demo_copy)
     assert counts.get("generate_shard1") == 1
-    assert not (shards("generate") - {"generate_shard1"} | {"extract_vectors"}) & set(counts)
+    assert not {"generate_shard0", "extract_vectors"} & set(counts)
     assert capture_jobs(counts) == {"capture_shard1": 1}  # one pass for every trait
 
 
