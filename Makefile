@@ -60,12 +60,12 @@ slurm-deps: $(VENV)/.installed
 EXP  ?= demo
 PORT ?= 8000
 view: $(VENV)/.installed
-	$(BIN)/python -m traitflow.serve --exp $(EXP) --port $(PORT)
+	$(BIN)/python -m traitflow.outputs.serve --exp $(EXP) --port $(PORT)
 
 # Check every output of one experiment against its job's manifest (size, sha256) and its format;
 # lists the damaged ones. FIX=1 removes them, so that the next run rebuilds exactly those jobs.
 verify: $(VENV)/.installed
-	$(BIN)/python -m traitflow.verify_outputs --exp $(EXP)$(if $(FIX), --remove)
+	$(BIN)/python -m traitflow.outputs.verify_outputs --exp $(EXP)$(if $(FIX), --remove)
 
 lint: $(VENV)/.installed
 	$(BIN)/snakemake --lint
@@ -75,8 +75,8 @@ lint: $(VENV)/.installed
 # brought are inputs and stay), then its logs and manifests. The demo model is shared: `make clean-all`.
 clean: $(VENV)/.installed
 	$(BIN)/snakemake --cores 1 --delete-all-output --dry-run --quiet all --config experiment=$(EXP) | sed -n 's|^Would delete \(experiments/$(EXP)/.*\)$$|\1|p' | xargs -r -d '\n' rm -rf --
-	$(BIN)/python -m traitflow.orphans $(EXP) --delete  # files of prompts no longer in the experiment
-	$(BIN)/python -m traitflow.manifests $(EXP) | xargs -r -d '\n' rm -f --  # per-shard jobs' files: listed in their manifests
+	$(BIN)/python -m traitflow.plan.orphans $(EXP) --delete  # files of prompts no longer in the experiment
+	$(BIN)/python -m traitflow.core.manifests $(EXP) | xargs -r -d '\n' rm -f --  # per-shard jobs' files: listed in their manifests
 	rm -rf logs/$(EXP) manifests/$(EXP)
 
 clean-all: clean

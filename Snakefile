@@ -4,9 +4,9 @@ import os
 
 from snakemake.utils import min_version
 
-from traitflow.config_files import config_has_settings
-from traitflow.modeling import read_auto_or_value
-from traitflow.writable import stop_if_unwritable
+from traitflow.experiment.config_files import config_has_settings
+from traitflow.model.modeling import read_auto_or_value
+from traitflow.plan.writable import stop_if_unwritable
 
 min_version("9.0")
 

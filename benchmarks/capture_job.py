@@ -14,10 +14,10 @@ import sys
 
 import torch
 
-from traitflow.capture import capture
-from traitflow.formats import all_layers_json, all_layers_record, save_json, save_pt
-from traitflow.modeling import load_model
-from traitflow.shared import write_shared
+from traitflow.model.capture import capture
+from traitflow.core.formats import all_layers_json, all_layers_record, save_json, save_pt
+from traitflow.model.modeling import load_model
+from traitflow.core.shared import write_shared
 
 
 def fake_response(prompt_ids, response_ids):

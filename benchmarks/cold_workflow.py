@@ -5,8 +5,8 @@ import os
 # harness first: importing it puts benchmarks/ and tests/ (conftest) on sys.path
 from harness import HERE, PYTHON, REPO, run_cmd, smk_env, timed
 from conftest import job_counts, make_workdir
-from traitflow.prompt_sets import default_prompt_files
-from traitflow.prompts import read_prompts
+from traitflow.experiment.prompt_sets import default_prompt_files
+from traitflow.experiment.prompts import read_prompts
 
 
 def core_targets(workdir):
@@ -28,7 +28,7 @@ def bench_workflow(table, tmp):
     single, _ = timed(run_cmd, [PYTHON, os.path.join(HERE, "one_process.py"), one], one, env)
     # What every job pays before its work: a fresh Python, torch, transformers and the model load.
     model_dir = os.path.join(wf, "models", "traitflow-demo-chat")  # the demo's shipped model
-    startup, _ = timed(run_cmd, [PYTHON, "-c", "import sys; from traitflow.modeling import load_model, "
+    startup, _ = timed(run_cmd, [PYTHON, "-c", "import sys; from traitflow.model.modeling import load_model, "
                                  "load_tokenizer; load_model(sys.argv[1], 'cpu'); load_tokenizer(sys.argv[1])",
                                  model_dir], REPO, env)
     counts = job_counts(out)

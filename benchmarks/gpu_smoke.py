@@ -1,8 +1,8 @@
 """GPU smoke test: gemma-2-2b's real shape, random weights (no download), through the library.
 
 Builds Gemma2ForCausalLM from gemma-2-2b's configuration on the device, generates
---tokens new tokens for --prompts random prompts (traitflow.generate.generate, KV cache),
-captures every layer of prompt + response (traitflow.capture.capture) without and with the
+--tokens new tokens for --prompts random prompts (traitflow.model.generate.generate, KV cache),
+captures every layer of prompt + response (traitflow.model.capture.capture) without and with the
 logit lens (--lens-layers), checks oracle values for one prompt against a plain eager forward
 pass (the lens at the last layer is the model's own prediction), and prints tokens/s,
 captures/s and the lens' cost per layer.
@@ -20,10 +20,10 @@ import time
 
 import torch
 
-from traitflow.capture import capture
-from traitflow.generate import generate
-from traitflow.lens import lens_layers
-from traitflow.modeling import DTYPES
+from traitflow.model.capture import capture
+from traitflow.model.generate import generate
+from traitflow.model.lens import lens_layers
+from traitflow.model.modeling import DTYPES
 
 # google/gemma-2-2b's config.json (the base and -it models share it).
 GEMMA_2_2B = dict(

@@ -33,7 +33,7 @@ MODES = {
                        "stage_repeats": 3},
              "planning": [(10, 200), (30, 1000)]},
 }
-# Rules whose jobs load a model (scripts that call traitflow.modeling.load_model); build_demo_model
+# Rules whose jobs load a model (scripts that call traitflow.model.modeling.load_model); build_demo_model
 # builds the embedded model instead and is counted apart.
 MODEL_RULES = ("extract_vectors", "generate_shard", "capture_shard", "capture_layer_internals_shard")
 # Issue 10's settings for a real experiment: the single-layer deep dive off (the schema default),

@@ -8,10 +8,10 @@ import torch
 # harness first: importing it puts benchmarks/ and tests/ (conftest) on sys.path
 from harness import MODES, REPO, timed
 from original_method import original_method
-from traitflow.capture import batches, capture, left_pad
-from traitflow.generate import encode_prompt, generate
-from traitflow.prompt_sets import default_prompt_files
-from traitflow.prompts import read_prompts
+from traitflow.model.capture import batches, capture, left_pad
+from traitflow.model.generate import encode_prompt, generate
+from traitflow.experiment.prompt_sets import default_prompt_files
+from traitflow.experiment.prompts import read_prompts
 
 
 def bench_prompts(tokenizer, n):

@@ -6,7 +6,7 @@ A random Gemma-2 with gemma-2-2b's width, heads and vocabulary (hidden 2304, MLP
 in CPU time (what a busy machine inflates least; wall time is printed too):
 
   plain     a plain eager forward pass (logits of the last token only, as capture runs it)
-  capture   traitflow.capture.capture without the lens (all layers x 3 points, attention, 5 vectors)
+  capture   traitflow.model.capture.capture without the lens (all layers x 3 points, attention, 5 vectors)
   lens      the same with the lens (top-5 at every layer)
   bare      the plain forward + the lens' matmuls alone: [T, 2304] @ [2304, 256000] per layer
 
@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from gpu_smoke import build_model  # noqa: E402
-from traitflow.capture import capture  # noqa: E402
+from traitflow.model.capture import capture  # noqa: E402
 
 TARGET = 1.15
 

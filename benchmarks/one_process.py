@@ -14,14 +14,14 @@ import sys
 
 import yaml
 
-from traitflow import extract
-from traitflow.capture import capture
-from traitflow.demo import build_demo_model
-from traitflow.formats import all_layers_record, response_record, save_json, save_pt, to_json
-from traitflow.generate import encode_prompt, generate, stop_ids
-from traitflow.modeling import load_model, load_tokenizer
-from traitflow.vectors import EXTRACTED_METHODS, load_vector, metadata_path, vector_filename
-from traitflow.workflow import make_plan
+from traitflow.model import extract
+from traitflow.model.capture import capture
+from traitflow.demo.spec import build_demo_model
+from traitflow.core.formats import all_layers_record, response_record, save_json, save_pt, to_json
+from traitflow.model.generate import encode_prompt, generate, stop_ids
+from traitflow.model.modeling import load_model, load_tokenizer
+from traitflow.experiment.vectors import EXTRACTED_METHODS, load_vector, metadata_path, vector_filename
+from traitflow.plan.workflow import make_plan
 
 
 def extract_trait(model, tokenizer, trait_dir, trait, model_name):

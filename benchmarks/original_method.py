@@ -27,7 +27,7 @@ _START = time.perf_counter()  # before torch's import: the script's start-up cou
 
 import torch  # noqa: E402
 
-from traitflow.hooks import residual_hooks  # noqa: E402
+from traitflow.model.hooks import residual_hooks  # noqa: E402
 
 
 @torch.no_grad()
@@ -125,9 +125,9 @@ def main(argv=None):
     ap.add_argument("--temperature", type=float, default=0.0)
     args = ap.parse_args(argv)
 
-    from traitflow.formats import load_json
-    from traitflow.modeling import load_model, load_tokenizer
-    from traitflow.vectors import load_vector
+    from traitflow.core.formats import load_json
+    from traitflow.model.modeling import load_model, load_tokenizer
+    from traitflow.experiment.vectors import load_vector
 
     model = load_model(args.model_dir, "cpu", "float32", eager=True)  # attention weights need eager
     tokenizer = load_tokenizer(args.model_dir)

@@ -34,7 +34,7 @@ from traitflow import SUBLAYERS  # noqa: E402
 def write_experiment(exp, traits, prompts, n_prompt, n_response, layers, attention):
     import torch
 
-    from traitflow.shared import write_shared
+    from traitflow.core.shared import write_shared
 
     rng = np.random.default_rng(0)
     T = n_prompt + n_response
@@ -63,7 +63,7 @@ def write_experiment(exp, traits, prompts, n_prompt, n_response, layers, attenti
 JOB = """
 import sys, time
 t0 = time.perf_counter()
-from traitflow.projections_table import build_partition, partition_path
+from traitflow.outputs.projections_table import build_partition, partition_path
 exp, trait, prompts = sys.argv[1], sys.argv[2], int(sys.argv[3])
 t1 = time.perf_counter()
 captures = [("default", i, f"{exp}/{trait}/inference/residual_stream_activations/prompt_{i}.pt") for i in range(prompts)]
@@ -95,7 +95,7 @@ def compare_compression(exp, trait, prompts):
     """
     import pyarrow.parquet as pq
 
-    from traitflow.projections_table import build_table, read_prompt
+    from traitflow.outputs.projections_table import build_table, read_prompt
 
     table = build_table(read_prompt(f"{exp}/{trait}/inference/residual_stream_activations/prompt_{i}.pt", i)
                         for i in range(prompts))

@@ -26,8 +26,8 @@ from in_process import bench_capture_overhead, bench_generate_capture, bench_pro
 from logit_lens import bench_lens
 from memory import bench_memory
 from planning import bench_planning
-from traitflow.demo import build_demo_model
-from traitflow.modeling import load_model, load_tokenizer
+from traitflow.demo.spec import build_demo_model
+from traitflow.model.modeling import load_model, load_tokenizer
 
 
 # A random Gemma-2 a few hundred units wide with 8 layers; the window covers every sequence, as gemma-2's 4096 does.

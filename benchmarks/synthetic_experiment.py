@@ -17,9 +17,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 from conftest import make_workdir  # noqa: E402
-from traitflow.demo import DEFAULT_SPEC  # noqa: E402
-from traitflow.formats import save_pt  # noqa: E402
-from traitflow.vectors import vector_filename  # noqa: E402
+from traitflow.demo.spec import DEFAULT_SPEC  # noqa: E402
+from traitflow.core.formats import save_pt  # noqa: E402
+from traitflow.experiment.vectors import vector_filename  # noqa: E402
 
 WORDS = "the model reads a prompt and writes an answer about bread rivers dragons taxes and the moon".split()
 
@@ -62,8 +62,8 @@ REAL_DEPTH_SPEC = {"num_hidden_layers": 26, "num_attention_heads": 8, "num_key_v
 
 def prompt_of_length(tokenizer, n_tokens, i, chat_template=True, extra=""):
     """A prompt text that encodes to exactly n_tokens (chat template included), built from the demo's words."""
-    from traitflow.demo import _CORPUS
-    from traitflow.generate import encode_prompt
+    from traitflow.demo.spec import _CORPUS
+    from traitflow.model.generate import encode_prompt
 
     words = " ".join(_CORPUS).split()
     start = (17 * i) % len(words)
@@ -98,7 +98,7 @@ def make_real_size_experiment(root, name="realsize", n_traits=10, n_prompts=3, p
     may stop earlier (check n_tokens in the response files). Extraction, dynamics' extra methods
     and the report are left out; the single-layer deep dive covers the middle layer.
     """
-    from traitflow.demo import DEFAULT_SPEC, build_tokenizer
+    from traitflow.demo.spec import DEFAULT_SPEC, build_tokenizer
 
     spec = {**REAL_DEPTH_SPEC, **(spec or {})}
     layer = spec["num_hidden_layers"] // 2
@@ -129,8 +129,8 @@ def _write_planned_files(root):
     from snakemake.api import SnakemakeApi
     from snakemake.settings.types import OutputSettings, ResourceSettings
 
-    from traitflow.formats import save_json
-    from traitflow.manifests import FileRecord, manifest_json, sha256_file
+    from traitflow.core.formats import save_json
+    from traitflow.core.manifests import FileRecord, manifest_json, sha256_file
 
     empty_sha = None
     listed = 0

@@ -2,7 +2,7 @@
 # teacher-forced pass per batch project every trait's vector (and the other dynamics
 # methods' vectors) at once; the trait-independent data (attention, residual norms, the
 # logit lens) is written once per prompt. A new trait or vector reruns this pass, never generation.
-from traitflow.lens import plan_lens
+from traitflow.model.lens import plan_lens
 
 try:  # capture.logit_lens_layers against the model's layers: one line at plan time, before any job
     LENS_TOP_K, LENS_LAYERS = plan_lens(config["capture"], PLAN.n_layers)

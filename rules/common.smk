@@ -9,13 +9,13 @@ import time
 from snakemake.utils import validate
 from snakemake_interface_executor_plugins.settings import ExecMode
 
-from traitflow.dynamics import plan_dynamics
-from traitflow.errors import TraitflowError, exit_with_error
-from traitflow.orphans import orphans_line
-from traitflow.projections_table import partition_path, partition_value
-from traitflow.summary import print_run_summary, rerun_reasons
-from traitflow.vectors import EXTRACTED_METHODS, metadata_path, vector_filename
-from traitflow.workflow import DEFAULT_SET, check_config, drop_unusable_dynamics_vectors, make_plan
+from traitflow.plan.dynamics_plan import plan_dynamics
+from traitflow.core.errors import TraitflowError, exit_with_error
+from traitflow.plan.orphans import orphans_line
+from traitflow.outputs.projections_table import partition_path, partition_value
+from traitflow.outputs.summary import print_run_summary, rerun_reasons
+from traitflow.experiment.vectors import EXTRACTED_METHODS, metadata_path, vector_filename
+from traitflow.plan.workflow import DEFAULT_SET, check_config, drop_unusable_dynamics_vectors, make_plan
 
 RUN_START = time.time()
 try:  # every problem found before a model loads is one line on screen, no traceback
@@ -50,11 +50,11 @@ def resolve_model_settings():
     jobs use (scripts reading snakemake.config see them too), so params carry
     "bfloat16", never "auto". On a local run with GPUs, the global resource `gpu`
     defaults to GPUs x capture.jobs_per_gpu: model jobs (gpu: 1 each) never share
-    a GPU, and each takes a free one at start (traitflow.modeling.claim_gpu).
+    a GPU, and each takes a free one at start (traitflow.model.modeling.claim_gpu).
     Called once by the Snakefile, before any rule is defined.
     """
-    from traitflow.modeling import plan_model_settings, visible_gpus
-    from traitflow.workflow import DEMO_MODEL, model_dir
+    from traitflow.model.modeling import plan_model_settings, visible_gpus
+    from traitflow.plan.workflow import DEMO_MODEL, model_dir
 
     try:
         settings = plan_model_settings(config, model_dir(config), demo=config["model"] == DEMO_MODEL)

@@ -1,7 +1,7 @@
 # The random demo model (`model: traitflow-demo`, for scale work): built here, one folder per
-# demo_model spec (traitflow.demo.demo_model_dir), then loaded with from_pretrained like any model.
+# demo_model spec (traitflow.demo.spec.demo_model_dir), then loaded with from_pretrained like any model.
 # The demo experiment uses the trained chat model shipped in models/traitflow-demo-chat instead.
-from traitflow.demo import demo_model_dir
+from traitflow.demo.spec import demo_model_dir
 
 DEMO_DIR = demo_model_dir(config.get("demo_model"))
 

@@ -1,5 +1,5 @@
 # The projections table: experiments/{exp}/tables/projections/trait={trait}/part-0.parquet, one
-# hive partition per trait (traitflow/projections_table.py), one cheap job per trait, no model.
+# hive partition per trait (traitflow/outputs/projections_table.py), one cheap job per trait, no model.
 # A CATEGORY/TRAIT name is URI-encoded in its folder (trait=CATEGORY%2FTRAIT, one folder; every
 # reader decodes it), so the rule's wildcard is that folder value, {part}, not {trait}.
 #

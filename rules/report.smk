@@ -4,11 +4,11 @@
 #   3. Heatmaps        a token x layer heatmap per (trait, reported prompt)
 # Figures cover the first report.max_prompts prompts; the tables cover every prompt in medians.
 # Coarse jobs: one per trait for heatmaps, one for all cross-trait plots (one matplotlib import each),
-# one for the tables (pandas). Figure jobs read the per-trait .pt through traitflow.formats.load_capture,
+# one for the tables (pandas). Figure jobs read the per-trait .pt through traitflow.core.formats.load_capture,
 # so they depend on the capture manifests of the shards holding the reported prompts.
 # A report entry's details are its job's wildcards and params, so params stay short: path patterns
 # ({file}, {trait} filled in by the scripts) and file stems, never one path per (trait, prompt).
-from traitflow.report_tables import (file_pattern, file_stems, plan_vectors, prompt_ids, prompt_labels,
+from traitflow.outputs.report_tables import (file_pattern, file_stems, plan_vectors, prompt_ids, prompt_labels,
                                      vector_metadata_files)
 
 report: "../report/workflow.rst"

@@ -1,17 +1,17 @@
 # Staleness, by content and by damage, and the traits the per-shard jobs serve (included by common.smk).
 #
 # - Content fingerprints: what a job reads from the user reaches it with its sha256 in params
-#   (traitflow/fingerprints.py), so a file replaced by an older-dated one still reruns its jobs.
+#   (traitflow/plan/fingerprints.py), so a file replaced by an older-dated one still reruns its jobs.
 # - Declared outputs: a per-shard job declares its manifest, plus only those of its files that this
-#   plan needs: named on the command line, lost, or resized (traitflow/declared.py).
+#   plan needs: named on the command line, lost, or resized (traitflow/plan/declared.py).
 # - Kept traits: the per-shard jobs serve the chosen traits plus those they already cover, so choosing
-#   a subset of traits never recaptures (traitflow/capture_set.py).
-from traitflow.capture_set import kept_dynamics, kept_traits
-from traitflow.declared import Declared, named_paths, plain_run, target_jobs
-from traitflow.fingerprints import Fingerprints
+#   a subset of traits never recaptures (traitflow/plan/capture_set.py).
+from traitflow.plan.capture_set import kept_dynamics, kept_traits
+from traitflow.plan.declared import Declared, named_paths, plain_run, target_jobs
+from traitflow.plan.fingerprints import Fingerprints
 
 # What a per-shard job declares: its manifest first, then only the files this plan needs (named on the
-# command line, lost, or resized since its manifest recorded them); traitflow/declared.py says why.
+# command line, lost, or resized since its manifest recorded them); traitflow/plan/declared.py says why.
 # A job started in its own process (a cluster job) re-plans: it checks only its own files, as the main
 # process did, so both declare the same outputs.
 MAIN_PROCESS = workflow.exec_mode == ExecMode.DEFAULT
@@ -46,7 +46,7 @@ def trait_plan(name):
     return PLAN.traits[name] if name in PLAN.traits else KEPT[name]
 
 
-FINGERPRINTS = Fingerprints()  # cached sha256 of user files (traitflow/fingerprints.py); saved by all_targets()
+FINGERPRINTS = Fingerprints()  # cached sha256 of user files (traitflow/plan/fingerprints.py); saved by all_targets()
 
 
 def extracted_paths():
@@ -60,7 +60,7 @@ def extraction_manifest(trait):
 
 def extraction_records():
     """{vector path: sha256 the extraction wrote} from the extraction manifests that exist."""
-    from traitflow.manifests import read_manifest
+    from traitflow.core.manifests import read_manifest
 
     records = {}
     for t in EXTRACT_TRAITS:
@@ -90,7 +90,7 @@ def user_fingerprints(paths):
 
 def model_fingerprint():
     """One hash over a user model folder's files ({} for the demo model, which the workflow builds)."""
-    from traitflow.workflow import DEMO_MODEL, model_dir
+    from traitflow.plan.workflow import DEMO_MODEL, model_dir
 
     if config["model"] == DEMO_MODEL:
         return {}

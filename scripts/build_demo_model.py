@@ -2,11 +2,11 @@
 
 import os
 
-from traitflow.scripting import run_script
+from traitflow.outputs.scripting import run_script
 
 
 def main(smk):
-    from traitflow.demo import build_demo_model
+    from traitflow.demo.spec import build_demo_model
 
     build_demo_model(os.path.dirname(smk.output.config), smk.params.spec)
 

@@ -7,14 +7,14 @@ then each trait's small file (projections + metadata naming the shared file).
 import logging
 import os
 
-from traitflow.scripting import job_outputs, run_script
+from traitflow.outputs.scripting import job_outputs, run_script
 
 
 def load_vectors(traits, d_model):
     """[n, d] stacked vectors and, per trait, the row of its own vector and of each other method's."""
     import torch
 
-    from traitflow.vectors import load_vector
+    from traitflow.experiment.vectors import load_vector
 
     paths, rows = [], []
     for t in traits:
@@ -29,12 +29,12 @@ def load_vectors(traits, d_model):
 
 def main(smk):
     from traitflow import SUBLAYERS
-    from traitflow.capture import capture
-    from traitflow.formats import all_layers_json, all_layers_record, load_json, save_json, save_pt
-    from traitflow.modeling import load_model, load_tokenizer, model_dtype
-    from traitflow.shared import write_shared
-    from traitflow.verify import check
-    from traitflow.workflow import model_config
+    from traitflow.model.capture import capture
+    from traitflow.core.formats import all_layers_json, all_layers_record, load_json, save_json, save_pt
+    from traitflow.model.modeling import load_model, load_tokenizer, model_dtype
+    from traitflow.core.shared import write_shared
+    from traitflow.outputs.verify import check
+    from traitflow.plan.workflow import model_config
 
     p, out_files = smk.params, job_outputs(smk)
     # Vectors are loaded (and refused) before the model: a bad one costs no model load.

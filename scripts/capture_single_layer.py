@@ -1,7 +1,7 @@
 """Every trait's decomposition at each configured layer, for one prompt shard, from the shared internals.
 
 No model is loaded and nothing runs forward: the configured layers' weights are read
-from the checkpoint files (traitflow.layer_weights.load_layers), on the CPU.
+from the checkpoint files (traitflow.model.layer_weights.load_layers), on the CPU.
 """
 
 import logging
@@ -9,17 +9,17 @@ import os
 import resource
 import time
 
-from traitflow.scripting import job_outputs, run_script
+from traitflow.outputs.scripting import job_outputs, run_script
 
 
 def main(smk):
-    from traitflow.formats import load_pt, save_json, save_pt, to_json
-    from traitflow.decomposition import decompose_prepared, prepare_decomposition
-    from traitflow.layer_weights import load_layers
-    from traitflow.single_layer import trait_record
-    from traitflow.vectors import check_vector_model, load_vector
-    from traitflow.verify import check
-    from traitflow.workflow import model_config
+    from traitflow.core.formats import load_pt, save_json, save_pt, to_json
+    from traitflow.model.decomposition import decompose_prepared, prepare_decomposition
+    from traitflow.model.layer_weights import load_layers
+    from traitflow.model.single_layer import trait_record
+    from traitflow.experiment.vectors import check_vector_model, load_vector
+    from traitflow.outputs.verify import check
+    from traitflow.plan.workflow import model_config
 
     start, p = time.time(), smk.params
     d_model = model_config(smk.config)["hidden_size"]

@@ -2,14 +2,14 @@
 
 import logging
 
-from traitflow.scripting import job_outputs, run_script
+from traitflow.outputs.scripting import job_outputs, run_script
 
 
 def main(smk):
-    from traitflow.formats import load_json, save_pt
-    from traitflow.modeling import load_model, model_dtype
-    from traitflow.single_layer import capture_internals, internals_record, model_dims
-    from traitflow.verify import check
+    from traitflow.core.formats import load_json, save_pt
+    from traitflow.model.modeling import load_model, model_dtype
+    from traitflow.model.single_layer import capture_internals, internals_record, model_dims
+    from traitflow.outputs.verify import check
 
     p = smk.params
     model = load_model(p.model_path, p.device, p.dtype, eager=True)

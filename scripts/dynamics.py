@@ -6,7 +6,7 @@ every other method's were made by the capture pass (the record's method_scores).
 
 import logging
 
-from traitflow.scripting import job_outputs, run_script
+from traitflow.outputs.scripting import job_outputs, run_script
 
 
 def trait_scores(record, plan, point):
@@ -20,9 +20,9 @@ def trait_scores(record, plan, point):
 
 def main(smk):
     from traitflow import SUBLAYERS, __version__
-    from traitflow.dynamics import dynamics_record
-    from traitflow.errors import TraitflowError
-    from traitflow.formats import load_json, load_pt, now, save_json
+    from traitflow.outputs.dynamics import dynamics_record
+    from traitflow.core.errors import TraitflowError
+    from traitflow.core.formats import load_json, load_pt, now, save_json
 
     p = smk.params
     point = SUBLAYERS.index(p.point)

@@ -14,8 +14,8 @@ import argparse
 import os
 import sys
 
-from traitflow.errors import TraitflowError
-from traitflow.seed_export import experiment_files, experiment_of, export_file
+from traitflow.core.errors import TraitflowError
+from traitflow.outputs.seed_export import experiment_files, experiment_of, export_file
 
 
 def main(argv=None):

@@ -3,14 +3,14 @@
 import logging
 import os
 
-from traitflow.scripting import run_script
+from traitflow.outputs.scripting import run_script
 
 
 def main(smk):
-    from traitflow import extract
-    from traitflow.formats import save_json, save_pt
-    from traitflow.modeling import load_model, load_tokenizer, model_dtype
-    from traitflow.vectors import metadata_path
+    from traitflow.model import extract
+    from traitflow.core.formats import save_json, save_pt
+    from traitflow.model.modeling import load_model, load_tokenizer, model_dtype
+    from traitflow.experiment.vectors import metadata_path
 
     pos_texts = extract.read_examples(smk.input.positive)
     neg_texts = extract.read_examples(smk.input.negative)

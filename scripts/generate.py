@@ -2,13 +2,13 @@
 
 import logging
 
-from traitflow.scripting import job_outputs, run_script
+from traitflow.outputs.scripting import job_outputs, run_script
 
 
 def main(smk):
-    from traitflow.formats import response_record, save_json
-    from traitflow.generate import check_context, encode_prompt, generate, stop_ids
-    from traitflow.modeling import load_model, load_tokenizer, model_dtype
+    from traitflow.core.formats import response_record, save_json
+    from traitflow.model.generate import check_context, encode_prompt, generate, stop_ids
+    from traitflow.model.modeling import load_model, load_tokenizer, model_dtype
 
     p, gen = smk.params, smk.params.generation
     model = load_model(p.model_path, p.device, p.dtype, eager=False)

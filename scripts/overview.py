@@ -1,10 +1,10 @@
 """Write experiments/{exp}/viewer/overview.json: per (trait, prompt) response scores at every layer and point."""
 
-from traitflow.scripting import run_script
+from traitflow.outputs.scripting import run_script
 
 
 def main(smk):
-    from traitflow.overview import overview_from_files, save_overview
+    from traitflow.outputs.overview import overview_from_files, save_overview
 
     p = smk.params
     paths = iter(p.captures)  # trait-major: every prompt of trait 0, then trait 1, ...

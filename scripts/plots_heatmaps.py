@@ -2,12 +2,12 @@
 
 import os
 
-from traitflow.scripting import run_script
+from traitflow.outputs.scripting import run_script
 
 
 def main(smk):
-    from traitflow.formats import load_capture, load_json
-    from traitflow.plots import colour_limit, heatmap_figure, save_figure
+    from traitflow.core.formats import load_capture, load_json
+    from traitflow.outputs.plots import colour_limit, heatmap_figure, save_figure
 
     p = smk.params
     out_dir = smk.output[0]

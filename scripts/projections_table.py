@@ -2,11 +2,11 @@
 
 import logging
 
-from traitflow.scripting import run_script
+from traitflow.outputs.scripting import run_script
 
 
 def main(smk):
-    from traitflow.projections_table import build_partition
+    from traitflow.outputs.projections_table import build_partition
 
     captures = [(prompt_set, i, path) for (prompt_set, i), path in zip(smk.params.prompts, smk.params.captures)]
     table = build_partition(captures, smk.output.table, smk.params.category, smk.params.prompt_columns)

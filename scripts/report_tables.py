@@ -2,11 +2,11 @@
 
 import logging
 
-from traitflow.scripting import run_script
+from traitflow.outputs.scripting import run_script
 
 
 def main(smk):
-    from traitflow.report_tables import (dynamics_summary_html, find_metadata, read_summary, vector_quality_html,
+    from traitflow.outputs.report_tables import (dynamics_summary_html, find_metadata, read_summary, vector_quality_html,
                                          vector_quality_rows, write_text)
 
     p = smk.params

@@ -2,11 +2,11 @@
 
 import logging
 
-from traitflow.scripting import run_script
+from traitflow.outputs.scripting import run_script
 
 
 def main(smk):
-    from traitflow.tables import dynamics_tables, save_table
+    from traitflow.outputs.tables import dynamics_tables, save_table
 
     tokens, summary = dynamics_tables(smk.params.dynamics, smk.params.prompt_refs, smk.params.prompt_columns)
     save_table(tokens, smk.output.tokens_csv, smk.output.tokens_parquet)

@@ -9,7 +9,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from traitflow.demo_train import SHIPPED_DIR, train  # noqa: E402
+from traitflow.demo.train import SHIPPED_DIR, train  # noqa: E402
 
 
 def main():

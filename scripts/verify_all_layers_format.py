@@ -5,7 +5,7 @@ usage: python scripts/verify_all_layers_format.py experiments/EXP/TRAIT/inferenc
 """
 import sys
 
-from traitflow.verify import cli
+from traitflow.outputs.verify import cli
 
 if __name__ == "__main__":
     sys.exit(cli(sys.argv[1:], "all_layers"))

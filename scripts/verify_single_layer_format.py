@@ -5,7 +5,7 @@ usage: python scripts/verify_single_layer_format.py experiments/EXP/TRAIT/infere
 """
 import sys
 
-from traitflow.verify import cli
+from traitflow.outputs.verify import cli
 
 if __name__ == "__main__":
     sys.exit(cli(sys.argv[1:], "single_layer"))

@@ -2,12 +2,12 @@
 
 import os
 
-from traitflow.scripting import run_script
+from traitflow.outputs.scripting import run_script
 
 
 def main(smk):
-    from traitflow.formats import save_json
-    from traitflow.viewer_index import build_index
+    from traitflow.core.formats import save_json
+    from traitflow.outputs.viewer_index import build_index
 
     p = smk.params
     exp_dir = os.path.dirname(os.path.dirname(smk.output[0]))  # experiments/{exp}/viewer/index.json

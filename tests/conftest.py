@@ -152,7 +152,7 @@ def demo_copy(demo_run, tmp_path):
 
 @pytest.fixture(scope="session")
 def demo_model_dir(tmp_path_factory):
-    from traitflow.demo import build_demo_model
+    from traitflow.demo.spec import build_demo_model
 
     path = str(tmp_path_factory.mktemp("demo_model"))
     build_demo_model(path)
@@ -177,7 +177,7 @@ def tiny_llama_like(model_type, path, vocab_size):
 @pytest.fixture(scope="session", params=["gemma2", "llama", "qwen2", "mistral"])
 def tiny_model(request, demo_model_dir, tmp_path_factory):
     """(model, tokenizer, model_type) for each supported architecture; all share the demo tokenizer."""
-    from traitflow.modeling import load_model, load_tokenizer
+    from traitflow.model.modeling import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(demo_model_dir)
     if request.param == "gemma2":
@@ -241,7 +241,7 @@ def demo_server(demo_run):
 @pytest.fixture
 def open_viewer(new_page):
     """open_viewer(server, query="&prompt=0") -> a page of the "demo" experiment that has drawn every view."""
-    from traitflow.serve import viewer_url
+    from traitflow.outputs.serve import viewer_url
     from viewer_page import wait_ready
 
     def open_(server, query="&prompt=0"):

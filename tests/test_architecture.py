@@ -1,8 +1,9 @@
-"""The package's shape, read from the source with ast (nothing imported, nothing run):
-no import circle, no import from a lower layer to a higher one, no file over 400 lines.
+"""The package's shape, read from the source with ast (nothing imported, nothing run).
 
-docs/architecture.md describes the layers; LAYERS below is their machine-readable form.
-A new module goes into LAYERS at the layer of the concept it holds.
+Subpackages are stacked in LAYERS: a module imports from its own subpackage or a lower one,
+never a higher one; there is no import circle between modules, not even through imports
+inside functions; no subpackage holds more than MAX_MODULES modules, the package root at most
+MAX_TOP, and no source file is over MAX_LINES lines. docs/architecture.md describes the layers.
 """
 
 import ast
@@ -13,57 +14,68 @@ import os
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "traitflow")
 MAX_LINES = 400
+MAX_MODULES = 15
+MAX_TOP = 6
 
-# module -> layer; a module may import from its own layer or any lower one, never a higher one.
-LAYERS = {
-    # 0: names everything shares
-    "constants": 0, "errors": 0,
-    # 1: small helpers with no traitflow dependency beyond layer 0
-    "arch": 1, "batching": 1, "config_check": 1, "config_files": 1, "damage": 1, "demo": 1, "demo_corpus": 1,
-    "demo_files": 1, "layouts": 1, "manifests": 1, "prompt_columns": 1, "writable": 1,
-    # 2: low-level file I/O (atomic writes, JSON text, safe loads) that formats and shared both use
-    "fileio": 2,
-    # 3: file formats and data read from disk, model facts (no model in memory)
-    "fingerprints": 3, "formats": 3, "hooks": 3, "lens": 3, "model_facts": 3, "modeling": 3, "prompts": 3,
-    "shared": 3, "tables": 3, "vectors": 3,
-    # 4: compute with a model: generation, capture, extraction, dynamics, the single-layer deep dive
-    "capture": 4, "decomposition": 4, "demo_train": 4, "dynamics": 4, "extract": 4, "generate": 4,
-    "layer_weights": 4, "single_layer": 4,
-    # 5: the plan the Snakefile builds at parse time
-    "capture_set": 5, "declared": 5, "orphans": 5, "prompt_sets": 5, "traits": 5, "workflow": 5,
-    # 6: outputs built from finished files, checks of them, scripts' glue, serving, the public facade
-    "__init__": 6, "overview": 6, "plots": 6, "projections_table": 6, "report_tables": 6, "scripting": 6,
-    "seed_export": 6, "serve": 6, "summary": 6, "verify": 6, "verify_outputs": 6, "viewer_index": 6,
-}
+# subpackage -> layer (bottom first). "" is the package root, the public facade above everything.
+LAYERS = {"core": 0, "demo": 1, "experiment": 1, "model": 2, "plan": 3, "outputs": 4,
+          "steering": 5, "variants": 6, "": 7}
 
 
-def _modules():
-    return sorted(os.path.splitext(os.path.basename(p))[0] for p in glob.glob(os.path.join(PACKAGE, "*.py")))
+def _modules(package=PACKAGE):
+    """Dotted names relative to the package: 'core.errors', 'model', '' (the root's __init__)."""
+    names = []
+    for path in glob.glob(os.path.join(package, "**", "*.py"), recursive=True):
+        rel = os.path.relpath(path, package)[:-3].replace(os.sep, ".")
+        names.append(rel[: -len(".__init__")] if rel.endswith(".__init__") else ("" if rel == "__init__" else rel))
+    return sorted(names)
+
+
+def _source(module, package):
+    base = os.path.join(package, *module.split(".")) if module else package
+    return base + ".py" if os.path.isfile(base + ".py") else os.path.join(base, "__init__.py")
 
 
 def _imports(module, modules, package=PACKAGE):
     """The traitflow modules `module` imports, anywhere in the file (function-level imports included)."""
-    with open(os.path.join(package, f"{module}.py"), encoding="utf-8") as fh:
+    path = _source(module, package)
+    with open(path, encoding="utf-8") as fh:
         tree = ast.parse(fh.read())
+    is_pkg = path.endswith("__init__.py")
+    here = module.split(".") if module else []
+    pkg_parts = here if is_pkg else here[:-1]
+    known = set(modules)
     found = set()
+
+    def add(parts):
+        # the longest known prefix: traitflow.core.errors.X -> core.errors
+        for n in range(len(parts), -1, -1):
+            name = ".".join(parts[:n])
+            if name in known:
+                found.add(name)
+                return
+
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
-            if node.level > 1 or (node.level == 0 and not (node.module or "").startswith("traitflow")):
-                continue
-            parts = (node.module or "").split(".")
             if node.level == 0:
-                parts = parts[1:]  # traitflow.x -> x
-            if parts and parts[0]:
-                found.add(parts[0])
-            else:  # from . import x, y: submodules, or names of the package root
-                names = {a.name for a in node.names}
-                found |= (names & set(modules)) or {"__init__"}
-                if names - set(modules):
-                    found.add("__init__")
+                if not (node.module or "").startswith("traitflow"):
+                    continue
+                base = (node.module or "").split(".")[1:]
+            else:
+                base = pkg_parts[: len(pkg_parts) - (node.level - 1)] + ([*node.module.split(".")] if node.module else [])
+            for alias in node.names:
+                name = ".".join(base + [alias.name])
+                add(base + [alias.name]) if name in known else add(base)
         elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("traitflow.")}
+            for alias in node.names:
+                if alias.name.startswith("traitflow."):
+                    add(alias.name.split(".")[1:])
     found.discard(module)
     return found
+
+
+def _subpackage(module):
+    return module.split(".")[0] if "." in module or module in LAYERS else ""
 
 
 @functools.lru_cache(maxsize=None)
@@ -72,17 +84,17 @@ def _graph():
     return {m: _imports(m, modules) for m in modules}
 
 
-def test_every_module_has_a_layer():
-    missing = [m for m in _modules() if m not in LAYERS]
-    stale = [m for m in LAYERS if m not in _modules()]
-    assert not missing, f"traitflow modules without a layer: {missing}; fix: add them to LAYERS in {__file__}"
-    assert not stale, f"LAYERS names modules that no longer exist: {stale}; fix: remove them"
+def test_every_module_lives_in_a_known_subpackage():
+    subs = {os.path.basename(os.path.dirname(p)) for p in glob.glob(os.path.join(PACKAGE, "*", "__init__.py"))}
+    assert subs - set(LAYERS) == set(), f"subpackages without a layer; fix: add them to LAYERS in {__file__}"
+    top = [m for m in _modules() if m and "." not in m and m not in subs]
+    assert len(top) <= MAX_TOP - 1, f"modules at traitflow/'s top level: {top}; fix: move them into a subpackage"
 
 
 def test_no_import_from_a_lower_layer_to_a_higher_one():
-    upward = [f"{m} (layer {LAYERS[m]}) imports {d} (layer {LAYERS[d]})"
-              for m, deps in _graph().items() for d in sorted(deps)
-              if m in LAYERS and d in LAYERS and LAYERS[d] > LAYERS[m]]
+    upward = [f"{m} imports {d}" for m, deps in _graph().items() for d in sorted(deps)
+              if LAYERS[_subpackage(d)] > LAYERS[_subpackage(m)]
+              or (LAYERS[_subpackage(d)] == LAYERS[_subpackage(m)] and _subpackage(d) != _subpackage(m))]
     assert upward == []
 
 
@@ -105,19 +117,34 @@ def test_no_import_circle():
     assert circles == []
 
 
-def test_the_checker_sees_function_level_and_package_root_imports(tmp_path):
+def test_the_checker_sees_every_import_form(tmp_path):
     """The rules above rest on _imports seeing every form; a circle hidden in a function counts."""
-    (tmp_path / "a.py").write_text("from . import SUBLAYERS\nfrom .b import f\n")
-    (tmp_path / "b.py").write_text("def f():\n    from .a import g\n    import traitflow.c\n    from . import a\n")
-    (tmp_path / "c.py").write_text("from traitflow.constants import SUBLAYERS\nimport os\n")
-    modules = ["a", "b", "c", "constants"]
-    assert _imports("a", modules, str(tmp_path)) == {"__init__", "b"}
-    assert _imports("b", modules, str(tmp_path)) == {"a", "c"}
-    assert _imports("c", modules, str(tmp_path)) == {"constants"}
+    for sub in ("core", "model"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "__init__.py").write_text("")
+    (tmp_path / "__init__.py").write_text("from .core.a import X\n")
+    (tmp_path / "core" / "a.py").write_text("def f():\n    from ..model import b\n    from . import c\n")
+    (tmp_path / "core" / "c.py").write_text("import traitflow.model.b\nimport os\n")
+    (tmp_path / "model" / "b.py").write_text("from ..core.a import f\nfrom traitflow.core import c\nfrom .. import X\n")
+    modules = _modules(str(tmp_path))
+    assert modules == ["", "core", "core.a", "core.c", "model", "model.b"]
+    assert _imports("", modules, str(tmp_path)) == {"core.a"}
+    assert _imports("core.a", modules, str(tmp_path)) == {"model.b", "core.c"}
+    assert _imports("core.c", modules, str(tmp_path)) == {"model.b"}
+    assert _imports("model.b", modules, str(tmp_path)) == {"core.a", "core.c", ""}
+
+
+def test_no_subpackage_over_its_module_limit():
+    counts = {}
+    for m in _modules():
+        if "." in m:
+            counts[m.split(".")[0]] = counts.get(m.split(".")[0], 0) + 1
+    assert {s: n for s, n in counts.items() if n > MAX_MODULES} == {}, \
+        f"split the subpackage by concern (at most {MAX_MODULES} modules each)"
 
 
 def test_no_source_file_over_400_lines():
-    patterns = ["traitflow/*.py", "benchmarks/*.py", "scripts/*.py", "rules/*.smk", "Snakefile", "viewer/**/*.js"]
+    patterns = ["traitflow/**/*.py", "benchmarks/*.py", "scripts/*.py", "rules/*.smk", "Snakefile", "viewer/**/*.js"]
     long = []
     for pattern in patterns:
         for path in sorted(glob.glob(os.path.join(ROOT, pattern), recursive=True)):

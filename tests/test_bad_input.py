@@ -13,9 +13,9 @@ import torch
 import yaml
 from conftest import REPO, deep_update, make_config, make_workdir, snakemake
 
-from traitflow.errors import TraitflowError
-from traitflow.vectors import check_vector_model, load_vector
-from traitflow.workflow import check_config, make_plan
+from traitflow.core.errors import TraitflowError
+from traitflow.experiment.vectors import check_vector_model, load_vector
+from traitflow.plan.workflow import check_config, make_plan
 
 SCHEMA = os.path.join(REPO, "schemas", "config.schema.yaml")
 PROMPTS = "experiments/demo/inference_prompts.txt"
@@ -399,7 +399,7 @@ def test_terminal_shows_one_line_and_no_traceback(workdir, args, files, line):
 
 def test_incomplete_model_folder_in_the_job(tmp_path):
     """config.json alone passes the plan; the job that loads the model says what is missing."""
-    from traitflow.modeling import load_model, load_tokenizer
+    from traitflow.model.modeling import load_model, load_tokenizer
 
     folder = str(tmp_path)
     with open(os.path.join(folder, "config.json"), "w") as fh:

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from traitflow.capture import capture
-from traitflow.generate import encode_prompt
-from traitflow.shared import ATTENTION_MAX_ERROR
+from traitflow.model.capture import capture
+from traitflow.model.generate import encode_prompt
+from traitflow.core.shared import ATTENTION_MAX_ERROR
 
 PROMPTS = ["What is the capital of France?", "Hi", "Tell me a short story about a dragon who learns to read."]
 
@@ -94,7 +94,7 @@ def test_logit_lens_last_layer_is_the_models_own_prediction(tiny_model):
 
 def test_token_mean_residuals_leave_out_padding_and_masked_tokens(captured):
     model, seqs, _, caps = captured
-    from traitflow.extract import token_means
+    from traitflow.model.extract import token_means
 
     keep = [[k > 0 for k in range(len(s))] for s in seqs]  # leave out the first token (BOS)
     means = token_means(model, seqs, keep, batch_size=8)

@@ -15,16 +15,16 @@ import pytest
 import torch
 from conftest import dry_run
 
-from traitflow.errors import TraitflowError
-from traitflow.formats import atomic_write, load_capture, load_json, load_pt, save_json, save_pt
-from traitflow.shared import read_metadata, read_shared, write_shared
+from traitflow.core.errors import TraitflowError
+from traitflow.core.formats import atomic_write, load_capture, load_json, load_pt, save_json, save_pt
+from traitflow.core.shared import read_metadata, read_shared, write_shared
 
 EXP = "experiments/demo"
 
 
 def rebuild(path):
     """The fix every reader gives for a damaged output."""
-    from traitflow.damage import program
+    from traitflow.core.damage import program
 
     return (f"; fix: rebuild it: `rm -f {path} && {program('snakemake')} --cores all --config experiment=demo` "
             "(`make verify EXP=demo` lists every damaged file)")
@@ -87,9 +87,9 @@ def test_the_shared_file_a_capture_names_is_reported_by_its_own_name(outputs):
 
 
 def test_readers_of_the_tables_and_the_viewer_index_name_the_damaged_file(outputs):
-    from traitflow.projections_table import read_norms
-    from traitflow.tables import dynamics_tables
-    from traitflow.viewer_index import build_index
+    from traitflow.outputs.projections_table import read_norms
+    from traitflow.outputs.tables import dynamics_tables
+    from traitflow.outputs.viewer_index import build_index
 
     truncate(outputs["dynamics"], 50)
     with pytest.raises(TraitflowError) as info:
@@ -130,7 +130,7 @@ def test_a_damaged_file_the_user_brought_keeps_its_own_fix(tmp_path):
 ])
 def test_only_files_the_workflow_writes_are_called_damaged_outputs(path, output):
     """What `make verify FIX=1` may delete and what gets 'rebuild it' as its fix: never the user's inputs."""
-    from traitflow.damage import is_output
+    from traitflow.core.damage import is_output
 
     assert is_output(path) is output
 
@@ -139,8 +139,8 @@ def test_only_files_the_workflow_writes_are_called_damaged_outputs(path, output)
 
 
 def verify(workdir, capsys, *args):
-    """`make verify EXP=demo [FIX=1]` (python -m traitflow.verify_outputs), in-process: (exit status, stdout + stderr)."""
-    from traitflow.verify_outputs import main
+    """`make verify EXP=demo [FIX=1]` (python -m traitflow.outputs.verify_outputs), in-process: (exit status, stdout + stderr)."""
+    from traitflow.outputs.verify_outputs import main
 
     status = main(["--exp", "demo", "--workdir", workdir, *args])
     out = capsys.readouterr()
@@ -235,8 +235,8 @@ def test_a_read_only_output_folder_is_one_line_with_the_path(tmp_path):
 
 
 def test_a_failed_write_in_a_job_is_its_one_line_and_the_summary_names_it(tmp_path, capsys):
-    from traitflow.scripting import run_script
-    from traitflow.summary import failure_reasons
+    from traitflow.outputs.scripting import run_script
+    from traitflow.outputs.summary import failure_reasons
 
     log = str(tmp_path / "logs/demo/generate/shard0.log")
     os.makedirs(os.path.dirname(log))
@@ -264,7 +264,7 @@ def job(rule, output, log=(), outputs=None):
 def test_before_any_job_a_read_only_folder_is_one_line_naming_it(tmp_path, monkeypatch):
     """Snakemake deletes old outputs itself before a job starts: on a read-only folder (seen through a
     read-only bind mount) that was its own traceback; onstart now names the folder first."""
-    from traitflow.writable import check_jobs
+    from traitflow.plan.writable import check_jobs
 
     monkeypatch.chdir(tmp_path)
     os.makedirs(f"{EXP}/viewer")
@@ -285,7 +285,7 @@ def test_before_any_job_a_read_only_folder_is_one_line_naming_it(tmp_path, monke
 
 
 def test_before_any_job_a_full_disk_is_one_line_naming_the_folder(tmp_path, monkeypatch):
-    from traitflow.writable import check_jobs
+    from traitflow.plan.writable import check_jobs
 
     monkeypatch.chdir(tmp_path)
     jobs = [job("capture_shard0", [f"{EXP}/refusal/inference/residual_stream_activations/prompt_0.pt"])]

@@ -17,10 +17,10 @@ import pytest
 
 from conftest import REPO
 
-from traitflow.demo_corpus import TRAIT_STYLE, TRAITS, all_text, labels, style_of, user_turns
-from traitflow.demo_files import RECORD, check_build_record
-from traitflow.demo_train import REBUILD, SHIPPED_DIR
-from traitflow.errors import TraitflowError
+from traitflow.demo.corpus import TRAIT_STYLE, TRAITS, all_text, labels, style_of, user_turns
+from traitflow.demo.files import RECORD, check_build_record
+from traitflow.demo.train import REBUILD, SHIPPED_DIR
+from traitflow.core.errors import TraitflowError
 
 SHIPPED = os.path.join(REPO, SHIPPED_DIR)
 DEMO = os.path.join(REPO, "experiments", "demo")
@@ -28,7 +28,7 @@ DEMO = os.path.join(REPO, "experiments", "demo")
 
 @pytest.fixture(scope="module")
 def chat():
-    from traitflow.modeling import load_model, load_tokenizer
+    from traitflow.model.modeling import load_model, load_tokenizer
 
     return load_model(SHIPPED, "cpu", "float32"), load_tokenizer(SHIPPED)
 
@@ -61,8 +61,8 @@ def test_shipped_model_is_small_and_loads_like_any_local_folder(chat):
 
 
 def test_the_grammar_still_builds_the_shipped_tokenizer():
-    """An edit of traitflow/demo_corpus.py changes the vocabulary: the shipped model must then be retrained."""
-    from traitflow.demo_train import build_chat_tokenizer
+    """An edit of traitflow/demo/corpus.py changes the vocabulary: the shipped model must then be retrained."""
+    from traitflow.demo.train import build_chat_tokenizer
 
     shipped = json.load(open(os.path.join(SHIPPED, "tokenizer.json")))["model"]["vocab"]
     assert build_chat_tokenizer().backend_tokenizer.get_vocab() == shipped, f"run `{REBUILD}`"
@@ -70,7 +70,7 @@ def test_the_grammar_still_builds_the_shipped_tokenizer():
 
 @pytest.mark.parametrize("damage", ["missing", "truncated", "flipped"])
 def test_missing_or_damaged_shipped_weights_name_the_file_and_the_make_target(tmp_path, damage):
-    from traitflow.modeling import load_model
+    from traitflow.model.modeling import load_model
 
     folder = str(tmp_path / "chat")
     shutil.copytree(SHIPPED, folder)
@@ -125,7 +125,7 @@ def test_trait_examples_are_new_sentences_in_the_models_vocabulary(chat):
 
 @pytest.mark.parametrize("temperature", [0.0, 0.7])
 def test_behaviour_rates_on_held_out_turns(chat, temperature):
-    from traitflow.generate import encode_prompt, generate, stop_ids
+    from traitflow.model.generate import encode_prompt, generate, stop_ids
 
     model, tok = chat
     turns = [t for t in user_turns() if t["held_out"]]
@@ -147,7 +147,7 @@ def test_behaviour_rates_on_held_out_turns(chat, temperature):
 
 
 def test_each_traits_probe_separates_held_out_examples(chat):
-    from traitflow.extract import example_features, heldout_accuracy, read_examples
+    from traitflow.model.extract import example_features, heldout_accuracy, read_examples
 
     model, tok = chat
     layer = model.config.num_hidden_layers // 2  # vector.layer's default
@@ -205,8 +205,8 @@ def test_on_a_refusal_the_refusal_score_peaks_in_the_response(demo_run, chat):
 def test_random_demo_models_get_one_folder_per_spec(demo_copy):
     from conftest import job_counts, snakemake
 
-    from traitflow.demo import demo_model_dir
-    from traitflow.workflow import model_path
+    from traitflow.demo.spec import demo_model_dir
+    from traitflow.plan.workflow import model_path
 
     small, deep = demo_model_dir({}), demo_model_dir({"num_hidden_layers": 26})
     assert small == demo_model_dir({"num_hidden_layers": 4}) != deep  # the defaults are part of the key

@@ -12,9 +12,10 @@ import yaml
 
 from conftest import date_back, dry_run, snakemake
 from traitflow import SUBLAYERS
-from traitflow.dynamics import DECIMALS, DEFAULT_SETTINGS, dynamics_record, metrics, plan_dynamics, resolve_methods
-from traitflow.errors import TraitflowError
-from traitflow.workflow import Plan, TraitPlan
+from traitflow.outputs.dynamics import DECIMALS, DEFAULT_SETTINGS, dynamics_record, metrics
+from traitflow.plan.dynamics_plan import plan_dynamics, resolve_methods
+from traitflow.core.errors import TraitflowError
+from traitflow.plan.workflow import Plan, TraitPlan
 
 EXP = "experiments/demo"
 TRAITS = ["refusal", "sycophancy", "uncertainty"]

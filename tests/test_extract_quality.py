@@ -2,7 +2,7 @@
 
 import torch
 
-from traitflow.extract import heldout_accuracy, probe
+from traitflow.model.extract import heldout_accuracy, probe
 
 
 def test_heldout_accuracy_is_one_for_separable_classes_and_near_chance_for_noise():

@@ -2,8 +2,8 @@
 
 import torch
 
-from traitflow.generate import encode_prompt, generate, stop_ids
-from traitflow.modeling import load_model, load_tokenizer
+from traitflow.model.generate import encode_prompt, generate, stop_ids
+from traitflow.model.modeling import load_model, load_tokenizer
 
 PROMPTS = ["What is the capital of France?", "Hi", "Tell me a short story about a dragon."]
 
@@ -76,7 +76,7 @@ def test_editing_one_prompt_changes_no_other_response(demo_model_dir):
 
 
 def test_prompt_stream_comes_from_seed_and_token_ids_only():
-    from traitflow.generate import prompt_seed
+    from traitflow.model.generate import prompt_seed
 
     assert prompt_seed(0, [2, 5, 7]) == prompt_seed(0, (2, 5, 7))
     assert len({prompt_seed(0, [2, 5, 7]), prompt_seed(1, [2, 5, 7]), prompt_seed(0, [2, 5, 8])}) == 3
@@ -85,8 +85,8 @@ def test_prompt_stream_comes_from_seed_and_token_ids_only():
 # ---- base models: no chat template ---------------------------------------------------------------
 
 def test_chat_template_auto_uses_plain_text_for_a_tokenizer_without_one(demo_model_dir, tmp_path):
-    from traitflow.errors import TraitflowError
-    from traitflow.modeling import has_chat_template, plan_chat_template
+    from traitflow.core.errors import TraitflowError
+    from traitflow.model.modeling import has_chat_template, plan_chat_template
 
     base = tmp_path / "base"
     tok = load_tokenizer(demo_model_dir)

@@ -15,9 +15,9 @@ import yaml
 from conftest import REPO, make_workdir, snakemake
 from snakemake.utils import validate
 
-from traitflow.errors import TraitflowError
-from traitflow.layouts import compile_pattern, resolve_layout
-from traitflow.workflow import check_config, make_plan
+from traitflow.core.errors import TraitflowError
+from traitflow.experiment.layouts import compile_pattern, resolve_layout
+from traitflow.plan.workflow import check_config, make_plan
 
 SCHEMA = os.path.join(REPO, "schemas", "config.schema.yaml")
 EXP = "experiments/ti"

@@ -7,12 +7,12 @@ import pytest
 import torch
 import yaml
 
-from traitflow.capture import capture
-from traitflow.errors import TraitflowError
-from traitflow.lens import lens_layers, plan_lens, top_k
-from traitflow.shared import read_metadata, read_shared, write_shared
-from traitflow.verify import verify_shared
-from traitflow.workflow import check_config
+from traitflow.model.capture import capture
+from traitflow.core.errors import TraitflowError
+from traitflow.model.lens import lens_layers, plan_lens, top_k
+from traitflow.core.shared import read_metadata, read_shared, write_shared
+from traitflow.outputs.verify import verify_shared
+from traitflow.plan.workflow import check_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMA = os.path.join(REPO, "schemas", "config.schema.yaml")
@@ -75,7 +75,7 @@ def test_top_k_through_group_maxima_is_torch_topk():
 @pytest.fixture(scope="module")
 def gemma(demo_model_dir):
     """The demo model (a Gemma-2: final norm, tied unembedding and the final soft-cap) and two padded sequences."""
-    from traitflow.modeling import load_model
+    from traitflow.model.modeling import load_model
 
     model = load_model(demo_model_dir, "cpu", "float32", eager=True)
     return model, [list(range(5, 25)), list(range(30, 41))]
@@ -105,8 +105,8 @@ def test_chunks_of_tokens_give_the_same_lens(gemma, monkeypatch):
     model, seqs = gemma
     whole = capture(model, seqs, None, attention=False, lens_top_k=3, lens_layers=[2])
     vocab = model.lm_head.weight.shape[0]
-    monkeypatch.setattr("traitflow.lens.LENS_CHUNK_ELEMENTS", 7 * vocab)  # 7 tokens a chunk
-    monkeypatch.setattr("traitflow.lens.CACHE_BYTES", 3 * vocab * 4)  # blocks of 3 rows (float32)
+    monkeypatch.setattr("traitflow.model.lens.LENS_CHUNK_ELEMENTS", 7 * vocab)  # 7 tokens a chunk
+    monkeypatch.setattr("traitflow.model.lens.CACHE_BYTES", 3 * vocab * 4)  # blocks of 3 rows (float32)
     chunked = capture(model, seqs, None, attention=False, lens_top_k=3, lens_layers=[2])
     for a, b in zip(whole, chunked):
         assert torch.equal(a.lens_ids, b.lens_ids)

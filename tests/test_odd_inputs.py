@@ -12,9 +12,9 @@ import torch
 from conftest import make_workdir, snakemake
 from test_bad_input import experiment, left_out, make_config  # noqa: F401 (experiment is a fixture)
 
-from traitflow.config_files import config_file_settings
-from traitflow.errors import TraitflowError
-from traitflow.workflow import make_plan
+from traitflow.experiment.config_files import config_file_settings
+from traitflow.core.errors import TraitflowError
+from traitflow.plan.workflow import make_plan
 
 EXP = "experiments/demo"
 
@@ -25,8 +25,8 @@ EXP = "experiments/demo"
 @pytest.mark.parametrize("scale, dtype", [(1e30, torch.float32), (1e-30, torch.float32), (1e300, torch.float64),
                                           (1e-300, torch.float64), (1.0, torch.bfloat16)])
 def test_scaled_vectors_project_like_the_original(tmp_path, scale, dtype):
-    from traitflow.capture import unit_vectors
-    from traitflow.vectors import load_vector
+    from traitflow.model.capture import unit_vectors
+    from traitflow.experiment.vectors import load_vector
 
     torch.manual_seed(0)
     v, h = torch.randn(64), torch.randn(7, 64)
@@ -50,7 +50,7 @@ def test_scaled_vectors_project_like_the_original(tmp_path, scale, dtype):
     (torch.zeros(64, dtype=torch.float64), "vector is all zeros (no direction to project on); fix: re-extract the vector"),
 ])
 def test_unusable_vectors_are_refused_with_one_line(tmp_path, vector, problem):
-    from traitflow.vectors import load_vector, vector_problems
+    from traitflow.experiment.vectors import load_vector, vector_problems
 
     path = str(tmp_path / "probe_layer2.pt")
     torch.save(vector, path)

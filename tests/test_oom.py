@@ -1,4 +1,4 @@
-"""Batches by count and token budget, and out-of-memory back-off (traitflow.batching).
+"""Batches by count and token budget, and out-of-memory back-off (traitflow.model.batching).
 
 The back-off is tested with an injected out-of-memory error raised by the model's
 forward pass above k tokens: the outputs must equal those of the run without it.
@@ -9,8 +9,8 @@ import logging
 import pytest
 import torch
 
-from traitflow.batching import SimulatedOutOfMemoryError, inject_oom, plan_batches, run_batched
-from traitflow.errors import TraitflowError
+from traitflow.model.batching import SimulatedOutOfMemoryError, inject_oom, plan_batches, run_batched
+from traitflow.core.errors import TraitflowError
 
 
 def test_batches_group_by_length_and_respect_count_and_token_budget():
@@ -87,7 +87,7 @@ def test_torch_out_of_memory_is_caught():
 
 @pytest.fixture(scope="module")
 def demo(demo_model_dir):
-    from traitflow.modeling import load_model, load_tokenizer
+    from traitflow.model.modeling import load_model, load_tokenizer
 
     return load_model(demo_model_dir, "cpu", "float32", eager=False), load_tokenizer(demo_model_dir)
 
@@ -97,7 +97,7 @@ PROMPTS = ["What is the capital of France?", "Hi", "Tell me a short story about 
 
 
 def test_generation_under_injected_oom_equals_the_run_without_it(demo, caplog):
-    from traitflow.generate import encode_prompt, generate, stop_ids
+    from traitflow.model.generate import encode_prompt, generate, stop_ids
 
     model, tok = demo
     ids = [encode_prompt(tok, p, chat_template=True) for p in PROMPTS]
@@ -114,7 +114,7 @@ def test_generation_under_injected_oom_equals_the_run_without_it(demo, caplog):
 
 
 def test_extraction_under_injected_oom_equals_the_run_without_it(demo):
-    from traitflow.extract import example_features
+    from traitflow.model.extract import example_features
 
     model, tok = demo
     reference = example_features(model, tok, PROMPTS, batch_size=8)

@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import dry_run, make_workdir, snakemake
 
-from traitflow.formats import load_pt
+from traitflow.core.formats import load_pt
 
 EXP = "experiments/orig"
 LAYER = 2  # the demo model's middle layer: vector.layer's default
@@ -74,7 +74,7 @@ def test_every_trait_is_found_in_its_category_with_the_method_priority(original)
 
 def test_every_output_matches_an_independent_forward_pass(original):
     from traitflow import load_capture, load_seed_format
-    from traitflow.modeling import load_model
+    from traitflow.model.modeling import load_model
 
     model = load_model(f"{original}/models/traitflow-demo-chat", "cpu", "float32")  # the demo config's model
     for trait in TRAITS:

@@ -16,9 +16,9 @@ import torch
 
 from conftest import date_back, snakemake
 from traitflow import SUBLAYERS
-from traitflow.errors import TraitflowError
-from traitflow.projections_table import build_partition, build_table, partition_path, value_columns
-from traitflow.shared import write_shared
+from traitflow.core.errors import TraitflowError
+from traitflow.outputs.projections_table import build_partition, build_table, partition_path, value_columns
+from traitflow.core.shared import write_shared
 
 L, D = 3, 8
 TRAITS = ["refusal", "style/sycophancy"]  # a CATEGORY/TRAIT name too
@@ -257,7 +257,7 @@ def parts_scheduled(workdir):
 
 
 def test_demo_table_equals_the_captures(demo_run):
-    from traitflow.formats import load_capture
+    from traitflow.core.formats import load_capture
 
     table_dir = os.path.join(demo_run["dir"], DEMO, "tables/projections")
     df = pd.read_parquet(table_dir)

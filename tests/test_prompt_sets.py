@@ -13,13 +13,13 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 from conftest import REPO, dry_run, make_config
-from traitflow.errors import TraitflowError
-from traitflow.orphans import describe, orphan_outputs, orphans_line
-from traitflow.overview import build_overview
-from traitflow.prompt_columns import prompt_columns, prompt_meta
-from traitflow.prompt_sets import DEFAULT_SET, experiment_prompt_counts, plan_prompts
-from traitflow.prompts import read_prompt_records, read_prompts
-from traitflow.workflow import check_config, make_plan
+from traitflow.core.errors import TraitflowError
+from traitflow.plan.orphans import describe, orphan_outputs, orphans_line
+from traitflow.outputs.overview import build_overview
+from traitflow.experiment.prompt_columns import prompt_columns, prompt_meta
+from traitflow.experiment.prompt_sets import DEFAULT_SET, experiment_prompt_counts, plan_prompts
+from traitflow.experiment.prompts import read_prompt_records, read_prompts
+from traitflow.plan.workflow import check_config, make_plan
 
 SCHEMA = os.path.join(REPO, "schemas", "config.schema.yaml")
 EXP = "experiments/demo"
@@ -213,7 +213,7 @@ def test_named_json_sets_reach_the_plan_with_their_meta(experiment):
 def test_projections_table_carries_the_prompt_columns_after_prompt_index(tmp_path):
     from test_projections_table import TRAITS, fake_experiment
 
-    from traitflow.projections_table import build_partition, partition_path
+    from traitflow.outputs.projections_table import build_partition, partition_path
 
     exp, _ = fake_experiment(str(tmp_path))
     order = (2, 0, 1)  # the plan's order need not be the table's: values follow their prompt
@@ -236,8 +236,8 @@ def test_projections_table_carries_the_prompt_columns_after_prompt_index(tmp_pat
 
 
 def _dynamics_files(tmp_path):
-    from traitflow.dynamics import dynamics_record
-    from traitflow.formats import save_json
+    from traitflow.outputs.dynamics import dynamics_record
+    from traitflow.core.formats import save_json
 
     paths = []
     for i in range(2):
@@ -251,7 +251,7 @@ def _dynamics_files(tmp_path):
 
 
 def test_dynamics_tables_carry_the_prompt_columns(tmp_path):
-    from traitflow.tables import dynamics_tables, save_table
+    from traitflow.outputs.tables import dynamics_tables, save_table
 
     columns = {"prompt_id": [1, 2], "note": ["x", None], "label_refusal": [True, False]}
     tokens, summary = dynamics_tables(_dynamics_files(tmp_path), [("default", 0), ("default", 1)], columns)
@@ -269,9 +269,9 @@ def test_every_table_column_is_reserved_from_prompt_fields(tmp_path):
     """A field can never overwrite a table column: the reserved names cover every column the tables write."""
     from test_projections_table import TRAITS, fake_experiment
 
-    from traitflow.projections_table import build_partition, partition_path
-    from traitflow.prompt_columns import RESERVED_PREFIXES, TABLE_COLUMNS, column_name
-    from traitflow.tables import dynamics_tables
+    from traitflow.outputs.projections_table import build_partition, partition_path
+    from traitflow.experiment.prompt_columns import RESERVED_PREFIXES, TABLE_COLUMNS, column_name
+    from traitflow.outputs.tables import dynamics_tables
 
     exp, _ = fake_experiment(str(tmp_path))
     path = partition_path(str(tmp_path / "table"), TRAITS[0])
@@ -290,8 +290,8 @@ def test_two_fields_sharing_a_column_are_refused(tmp_path, monkeypatch):
 
 
 def test_report_shows_prompt_columns_per_prompt_never_as_medians(tmp_path):
-    from traitflow.report_tables import dynamics_summary_html
-    from traitflow.tables import dynamics_tables
+    from traitflow.outputs.report_tables import dynamics_summary_html
+    from traitflow.outputs.tables import dynamics_tables
 
     columns = {"prompt_id": [101, 202], "label_refusal": [True, False]}
     _, summary = dynamics_tables(_dynamics_files(tmp_path), [("default", 0), ("default", 1)], columns)
@@ -333,16 +333,16 @@ def test_outputs_of_removed_prompts_are_named_and_removed(experiment):
     assert orphans == sorted(outputs[2:6] + outputs[7:])
     assert orphans_line(config, EXP) == (
         f"{EXP}: 5 files of prompts no longer in the experiment (default: prompt_2, prompt_3; gone: prompt_0); "
-        "fix: remove them with `python -m traitflow.orphans demo --delete` (or `make clean EXP=demo`)")
+        "fix: remove them with `python -m traitflow.plan.orphans demo --delete` (or `make clean EXP=demo`)")
     env = {**os.environ, "PYTHONPATH": REPO}
-    subprocess.run([sys.executable, "-m", "traitflow.orphans", "demo", "--delete"], check=True, env=env,
+    subprocess.run([sys.executable, "-m", "traitflow.plan.orphans", "demo", "--delete"], check=True, env=env,
                    capture_output=True)
     assert [os.path.exists(p) for p in outputs] == [True, True, False, False, False, False, True, False]
     assert not os.path.exists(f"{EXP}/inference/shared/gone")  # the emptied set folder goes too
 
 
 def test_the_summary_names_the_orphans(tmp_path):
-    from traitflow.summary import print_run_summary
+    from traitflow.outputs.summary import print_run_summary
 
     line = describe([("e/inference/responses/prompt_5.json", "default", 5)], "e")
     plan = SimpleNamespace(traits={"t": SimpleNamespace(error="left out")}, exp_dir="e")
@@ -365,7 +365,7 @@ def test_an_unreadable_set_never_calls_its_files_orphans(experiment):
 def test_editing_a_label_reruns_only_the_tables(demo_copy, monkeypatch):
     """The demo's first prompt set as a JSON set with a label; then the label flipped: neither reruns
     generation, capture or dynamics, only the jobs that tabulate."""
-    from traitflow.prompt_sets import named_set_files, set_source
+    from traitflow.experiment.prompt_sets import named_set_files, set_source
 
     monkeypatch.chdir(demo_copy)
     texts, _, metas = plan_prompts({}, EXP)

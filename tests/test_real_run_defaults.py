@@ -129,7 +129,7 @@ def test_without_an_experiment_config_the_real_run_defaults_apply(tmp_path):
 
 def resolve(config_overrides=None, folder=None, env=None, monkeypatch=None):
     from conftest import deep_update
-    from traitflow.modeling import plan_model_settings
+    from traitflow.model.modeling import plan_model_settings
 
     for key, value in (env or {}).items():
         monkeypatch.setenv(key, value)
@@ -141,7 +141,7 @@ def resolve(config_overrides=None, folder=None, env=None, monkeypatch=None):
 
 @pytest.mark.parametrize("visible, expected", [("", 0), ("-1", 0), ("0", 1), ("0,1", 2), ("2,3,-1,4", 2)])
 def test_visible_gpus_from_cuda_visible_devices(monkeypatch, visible, expected):
-    from traitflow.modeling import visible_gpus
+    from traitflow.model.modeling import visible_gpus
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
     assert visible_gpus() == expected
@@ -169,7 +169,7 @@ def test_auto_resolves_to_concrete_device_dtype_and_gpus(monkeypatch):
 def test_mem_mb_comes_from_the_weights_in_the_models_files(demo_model_dir, monkeypatch):
     from safetensors.torch import load_file
 
-    from traitflow.modeling import plan_mem_mb, weights_mb
+    from traitflow.model.modeling import plan_mem_mb, weights_mb
 
     n_params = sum(t.numel() for t in load_file(os.path.join(demo_model_dir, "model.safetensors")).values())
     assert weights_mb(demo_model_dir, "float32") == pytest.approx(n_params * 4 / 2**20)
@@ -181,7 +181,7 @@ def test_mem_mb_comes_from_the_weights_in_the_models_files(demo_model_dir, monke
 
 
 def test_chat_template_true_without_one_is_a_one_line_plan_error(tmp_path, demo_model_dir):
-    from traitflow.modeling import load_tokenizer
+    from traitflow.model.modeling import load_tokenizer
 
     base = str(tmp_path / "base-model")
     import shutil
@@ -257,7 +257,7 @@ def test_every_model_job_writes_a_benchmark_file(demo_run):
 
 HOLD = """
 import sys
-from traitflow.modeling import claim_gpu
+from traitflow.model.modeling import claim_gpu
 print(claim_gpu(int(sys.argv[1]), block=sys.argv[2] == "wait"), flush=True)
 sys.stdin.readline()  # hold the GPU until told to finish
 """

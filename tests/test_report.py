@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 from conftest import TEST_CONFIG, snakemake
 
-from traitflow.formats import load_capture
-from traitflow.plots import (TOKENS_PER_PANEL, colour_limit, cross_trait_figure, heatmap_figure, panels, save_figure,
+from traitflow.core.formats import load_capture
+from traitflow.outputs.plots import (TOKENS_PER_PANEL, colour_limit, cross_trait_figure, heatmap_figure, panels, save_figure,
                              show_token)
-from traitflow.report_tables import (dynamics_summary_html, fmt, prompt_number, report_label, short_text,
+from traitflow.outputs.report_tables import (dynamics_summary_html, fmt, prompt_number, report_label, short_text,
                                      vector_quality_rows)
 
 EXP = "experiments/demo"
@@ -239,7 +239,7 @@ def test_a_prompt_label_survives_snakemakes_wildcard_filling():
 
 
 def test_figure_jobs_get_one_path_pattern_and_the_prompts_file_stems():
-    from traitflow.report_tables import file_pattern, file_stems
+    from traitflow.outputs.report_tables import file_pattern, file_stems
 
     def response(g):  # prompt 1 in a named prompt set, which gets its own folder
         return f"e/inference/responses/{'harmful/' if g else ''}prompt_{g}.json"
@@ -257,7 +257,7 @@ def test_the_viewers_hint_for_a_missing_index_works_as_printed(demo_copy, tmp_pa
     os.remove(index)
     elsewhere = str(tmp_path / "elsewhere")
     os.makedirs(elsewhere)
-    proc = subprocess.Popen([sys.executable, "-m", "traitflow.serve", "--exp", "other", "--port", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "traitflow.outputs.serve", "--exp", "other", "--port", "0",
                              "--workdir", demo_copy], cwd=elsewhere, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -278,12 +278,12 @@ def test_the_viewers_hint_for_a_missing_index_works_as_printed(demo_copy, tmp_pa
 
 
 def test_the_viewers_port_hint_serves_the_same_experiment(tmp_path):
-    from traitflow.serve import port_hint
+    from traitflow.outputs.serve import port_hint
 
     class Args:
         exp, host, workdir = "other", "127.0.0.1", str(tmp_path)
     command = port_hint(Args, 8001)
-    assert command.endswith(f"-m traitflow.serve --exp other --port 8001 --workdir {tmp_path}")
+    assert command.endswith(f"-m traitflow.outputs.serve --exp other --port 8001 --workdir {tmp_path}")
     assert os.path.isabs(command.split()[0]) or command.startswith(".venv/")
 
 

@@ -15,9 +15,9 @@ import pytest
 import torch
 from conftest import N_SHARDS, make_workdir, shards, snakemake, tiny_llama_like
 
-from traitflow.errors import TraitflowError
-from traitflow.formats import atomic_write, load_json, load_pt, remove_stale_temps, save_json, save_pt
-from traitflow.verify import verify_file
+from traitflow.core.errors import TraitflowError
+from traitflow.core.formats import atomic_write, load_json, load_pt, remove_stale_temps, save_json, save_pt
+from traitflow.outputs.verify import verify_file
 
 EXP = "experiments/demo"
 TRAITS = ["refusal", "sycophancy", "uncertainty"]
@@ -67,7 +67,7 @@ def job_blocks(output):
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("legacy", [False, True])
 def test_crafted_pickle_is_refused_and_runs_nothing(tmp_path, legacy):
-    from traitflow.vectors import load_vector
+    from traitflow.experiment.vectors import load_vector
 
     marker = tmp_path / "pwned"
     path = str(tmp_path / "probe_layer2.pt")
@@ -254,7 +254,7 @@ def test_a_qwen2_model_runs_through_the_workflow_and_matches_the_oracles(demo_mo
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM
 
-    from traitflow.modeling import load_tokenizer
+    from traitflow.model.modeling import load_tokenizer
 
     model_dir = str(tmp_path / "tiny-qwen2")
     tokenizer = load_tokenizer(demo_model_dir)
@@ -308,7 +308,7 @@ def test_unsupported_architecture_names_the_table_to_extend(tmp_path):
     assert proc.stdout.strip().splitlines()[-1] == (
         f"traitflow [plan] error: config model '{model_dir}' ({model_dir}/config.json): unsupported architecture "
         "'gpt2' (supported: gemma2, llama, mistral, qwen2); fix: add a row for it to ARCHITECTURES in "
-        "traitflow/arch.py")
+        "traitflow/model/arch.py")
 
 
 # ---- what a failing job and the summary say -------------------------------------------------
@@ -325,7 +325,7 @@ class FakeSnakemake:
     (RuntimeError("CUDA out of memory.\nTried to allocate 2 GiB"), "RuntimeError: CUDA out of memory. (traceback in "),
 ])
 def test_a_failing_script_prints_one_line_and_logs_it(tmp_path, capsys, error, line):
-    from traitflow.scripting import run_script
+    from traitflow.outputs.scripting import run_script
 
     log = str(tmp_path / "job.log")
 
@@ -343,8 +343,8 @@ def test_a_failing_script_prints_one_line_and_logs_it(tmp_path, capsys, error, l
 
 
 def test_summary_names_own_and_shared_failures(tmp_path):
-    from traitflow.summary import format_summary, summary_rows
-    from traitflow.workflow import Plan, TraitPlan
+    from traitflow.outputs.summary import format_summary, summary_rows
+    from traitflow.plan.workflow import Plan, TraitPlan
 
     logs = tmp_path / "logs" / "demo"
     start = time.time() - 1
@@ -371,7 +371,7 @@ def test_summary_names_own_and_shared_failures(tmp_path):
 
 
 def test_written_files_get_the_mode_a_plain_open_would_give(tmp_path):
-    from traitflow.formats import save_json
+    from traitflow.core.formats import save_json
     plain = tmp_path / "plain.json"
     plain.write_text("{}")
     save_json({}, str(tmp_path / "atomic.json"))

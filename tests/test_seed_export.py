@@ -13,7 +13,7 @@ import sys
 import torch
 from conftest import REPO
 
-from traitflow.formats import load_json, load_pt, save_pt
+from traitflow.core.formats import load_json, load_pt, save_pt
 
 SCRIPT = os.path.join(REPO, "scripts", "export_seed_format.py")
 ALL_LAYERS = "inference/residual_stream_activations"

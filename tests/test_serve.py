@@ -1,4 +1,4 @@
-"""The viewer server (traitflow.serve) on hostile requests: nothing outside its two folders, no listings,
+"""The viewer server (traitflow.outputs.serve) on hostile requests: nothing outside its two folders, no listings,
 a status code (never a traceback or a dropped connection) for malformed URLs and Range headers.
 
 Each test starts the server in-process on 127.0.0.1, port 0, over a small made-up workflow directory
@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from traitflow.serve import make_server
+from traitflow.outputs.serve import make_server
 
 DATA = bytes(range(256)) * 4  # 1024 bytes
 
@@ -136,7 +136,7 @@ def test_a_damaged_index_is_named_when_the_server_starts(tmp_path):
     index = tmp_path / "experiments" / "demo" / "viewer" / "index.json"
     index.parent.mkdir(parents=True)
     index.write_text('{"experiment": "demo", "prompts": [')
-    proc = subprocess.Popen([sys.executable, "-m", "traitflow.serve", "--exp", "demo", "--port", "0", "--workdir",
+    proc = subprocess.Popen([sys.executable, "-m", "traitflow.outputs.serve", "--exp", "demo", "--port", "0", "--workdir",
                              str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         warning = proc.stderr.readline()

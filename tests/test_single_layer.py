@@ -12,13 +12,13 @@ import pytest
 import torch
 
 from conftest import TEST_CONFIG, date_back, deep_update, job_counts, make_workdir, snakemake
-from traitflow.errors import TraitflowError
-from traitflow.formats import load_json, load_pt
-from traitflow.generate import encode_prompt
-from traitflow.decomposition import decompose
-from traitflow.layer_weights import load_layer, load_layers
-from traitflow.single_layer import capture_internals, internals_record, layer_block, load_seed_format, model_dims
-from traitflow.verify import verify_single_layer
+from traitflow.core.errors import TraitflowError
+from traitflow.core.formats import load_json, load_pt
+from traitflow.model.generate import encode_prompt
+from traitflow.model.decomposition import decompose
+from traitflow.model.layer_weights import load_layer, load_layers
+from traitflow.model.single_layer import capture_internals, internals_record, layer_block, load_seed_format, model_dims
+from traitflow.outputs.verify import verify_single_layer
 
 PROMPTS = ["What is the capital of France?", "Hi", "Tell me a short story about a dragon who learns to read."]
 LAYERS = [0, 1]  # layer 1 is below the last layer, so hidden_states[2] is a raw residual
@@ -242,7 +242,7 @@ def test_sharded_checkpoint_opens_only_the_files_holding_the_layer(checkpoints, 
 
 
 def test_weights_only_layer_in_bfloat16_equals_a_bfloat16_load(demo_model_dir):
-    from traitflow.modeling import load_model
+    from traitflow.model.modeling import load_model
 
     model = load_model(demo_model_dir, "cpu", "bfloat16", eager=False)
     _, block = load_layer(demo_model_dir, 2, "bfloat16")
@@ -288,7 +288,7 @@ SINGLE_LAYER_CONFIG = deep_update(json.loads(json.dumps(TEST_CONFIG)), {"single_
 
 
 def n_shards(workdir):
-    from traitflow.prompts import read_prompts
+    from traitflow.experiment.prompts import read_prompts
     per_job = SINGLE_LAYER_CONFIG["capture"]["prompts_per_job"]
     return -(-len(read_prompts(os.path.join(workdir, "experiments/demo/inference_prompts.json"))) // per_job)
 
@@ -328,7 +328,7 @@ def test_workflow_writes_single_layer_files_for_two_layers(sl_run):
     listed = []
     for k in range(shards):
         manifest = load_json(os.path.join(sl_run["dir"], f"manifests/demo/_shared/capture_single_layer_shard{k}.json"))
-        listed += [f["path"] for f in manifest["files"]]  # each with its size and sha256 (traitflow/manifests.py)
+        listed += [f["path"] for f in manifest["files"]]  # each with its size and sha256 (traitflow/core/manifests.py)
     assert len(listed) == len(set(listed)) == n_prompts * len(DEMO_LAYERS) * 2 * len(run_traits(sl_run))
     assert not glob.glob(os.path.join(sl_run["dir"], "manifests/demo/[!_]*/capture_single_layer_*"))
     assert sorted(os.listdir(os.path.join(sl_run["dir"], "logs/demo/capture_single_layer"))) == sorted(
@@ -337,8 +337,8 @@ def test_workflow_writes_single_layer_files_for_two_layers(sl_run):
 
 def test_job_decomposition_equals_the_loaded_models(sl_run):
     """The job read two layers' weights from model.safetensors; the loaded model's layer gives the same numbers."""
-    from traitflow.modeling import load_model
-    from traitflow.vectors import load_vector
+    from traitflow.model.modeling import load_model
+    from traitflow.experiment.vectors import load_vector
 
     model = load_model(os.path.join(sl_run["dir"], "models/traitflow-demo-chat"), "cpu", "float32", eager=False)
     for path in demo_files(sl_run, "*/inference/layer_internal_states/prompt_[01]_layer*.pt"):

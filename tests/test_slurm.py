@@ -14,9 +14,9 @@ import yaml
 
 from conftest import job_counts, make_workdir, snakemake
 from slurm_cluster import PARTITION, SlurmCluster
-from traitflow.formats import load_json, load_pt
-from traitflow.prompts import read_prompts
-from traitflow.verify import verify_file
+from traitflow.core.formats import load_json, load_pt
+from traitflow.experiment.prompts import read_prompts
+from traitflow.outputs.verify import verify_file
 
 # One trait and one prompt shard: every kind of model job (extraction, generation, capture) once, on
 # allocations of their own; more traits would add more of the same job at about 10 s each.

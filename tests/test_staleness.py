@@ -8,10 +8,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from traitflow.declared import Declared, named_paths, plain_run, target_jobs
-from traitflow.fingerprints import Fingerprints
-from traitflow.manifests import damaged_files, find_manifests, missing_files, read_manifest
-from traitflow.scripting import job_outputs, write_manifest
+from traitflow.plan.declared import Declared, named_paths, plain_run, target_jobs
+from traitflow.plan.fingerprints import Fingerprints
+from traitflow.core.manifests import damaged_files, find_manifests, missing_files, read_manifest
+from traitflow.outputs.scripting import job_outputs, write_manifest
 
 
 def write(path, data):
@@ -146,7 +146,7 @@ def test_which_command_lines_run_jobs_and_which_job_a_process_runs():
 
 
 def test_the_run_summary_classifies_by_folder_listings(tmp_path):
-    from traitflow.summary import classify
+    from traitflow.outputs.summary import classify
 
     old = write(str(tmp_path / "old" / "a.json"), b"")
     os.utime(tmp_path / "old", (1, 1))  # a folder nothing was written to this run
@@ -164,7 +164,7 @@ def test_a_rerun_for_damage_writes_its_repair_note(job):
 
 
 def test_make_clean_lists_every_file_the_manifests_list(job, capsys):
-    from traitflow.manifests import main
+    from traitflow.core.manifests import main
 
     main(["exp"])
     assert capsys.readouterr().out.split() == [f for group in job.params.outputs.values() for f in group]

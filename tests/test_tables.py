@@ -68,9 +68,9 @@ def test_summary_table_has_one_row_per_trait_method_prompt_with_the_json_metrics
 
 
 def test_null_commitments_and_odd_tokens_survive_csv_and_parquet(tmp_path):
-    from traitflow.dynamics import dynamics_record
-    from traitflow.formats import save_json
-    from traitflow.tables import dynamics_tables, save_table
+    from traitflow.outputs.dynamics import dynamics_record
+    from traitflow.core.formats import save_json
+    from traitflow.outputs.tables import dynamics_tables, save_table
 
     response = {"prompt_index": 0,
                 "prompt": {"text": "p", "tokens": ["<bos>", "a"], "token_ids": [1, 2], "n_tokens": 2},

@@ -93,7 +93,7 @@ def test_held_out_positives_score_above_held_out_negatives(demo_run, oracle, tra
 def test_vector_files_are_computed_at_the_layer_they_name(demo_run, oracle, trait):
     """mean_diff_layer{L}.pt equals the mean difference of layer L's features (not L - 1 or L + 1);
     probe_layer{L}.pt separates layer L's training examples and points the same way as mean_diff."""
-    from traitflow.extract import read_examples
+    from traitflow.model.extract import read_examples
 
     features, n_layers = oracle
     ex = os.path.join(demo_run["dir"], EXP, trait, "extraction")

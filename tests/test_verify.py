@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from conftest import REPO
-from traitflow.errors import TraitflowError
-from traitflow.formats import load_json, load_pt, save_json, save_pt
-from traitflow.verify import check, cli
+from traitflow.core.errors import TraitflowError
+from traitflow.core.formats import load_json, load_pt, save_json, save_pt
+from traitflow.outputs.verify import check, cli
 
 
 def demo_files(demo_run, pattern):
@@ -244,7 +244,7 @@ def test_check_refuses_a_bad_record_before_it_is_written(all_layers):
 
 def test_json_mirror_of_a_zero_token_response_is_valid(trait_json):
     """A response that stopped at once: empty lists must not read as wrong shapes."""
-    from traitflow.verify import verify_single_layer
+    from traitflow.outputs.verify import verify_single_layer
 
     n_response = trait_json["response"]["n_tokens"]
     trait_json["response"] = {"text": "", "tokens": [], "token_ids": [], "n_tokens": 0}

@@ -1,7 +1,7 @@
 """The viewer in a real browser (Debian's chromium via playwright) over the demo's outputs.
 
 Every number the page draws is checked against the files read here with Python
-(per-trait JSON, the shared per-prompt .safetensors through traitflow.shared, the
+(per-trait JSON, the shared per-prompt .safetensors through traitflow.core.shared, the
 overview); the page exposes them as data-* attributes on the elements it draws.
 Screenshots of each view go to test-artifacts/. `make test` installs chromium first
 (make browser-deps); this file never runs `playwright install`.
@@ -19,8 +19,8 @@ import pytest
 from conftest import REPO
 from viewer_page import ARTIFACTS, EXP, cell_values, data, js_string, projections, read, screenshot, served, wait_ready
 
-from traitflow.serve import ViewerHandler
-from traitflow.shared import read_shared
+from traitflow.outputs.serve import ViewerHandler
+from traitflow.core.shared import read_shared
 
 
 def shared(workdir, index, prompt=0):
@@ -132,7 +132,7 @@ def test_selecting_a_token_redraws_attention_over_its_context(demo_run, demo_ser
     assert len(shown) == (t + 1) * n_layers
     rows = attention_weights(data_, t)
     assert shown == {(l, k): rows[l, k] for l in range(n_layers) for k in range(t + 1)}
-    np.testing.assert_allclose(rows, data_.attention_rows(t), atol=1e-7)  # what traitflow.shared reads
+    np.testing.assert_allclose(rows, data_.attention_rows(t), atol=1e-7)  # what traitflow.core.shared reads
     screenshot(page, "#attention-view", "attention.png")
 
     page.keyboard.press("ArrowLeft")  # the selection moves, the attention view follows

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from conftest import date_back, dry_run, shards
 
-from traitflow.formats import load_capture
-from traitflow.overview import build_overview, save_overview, signed_peak, summarize, value
-from traitflow.serve import make_server, parse_range
-from traitflow.viewer_index import build_index
+from traitflow.core.formats import load_capture
+from traitflow.outputs.overview import build_overview, save_overview, signed_peak, summarize, value
+from traitflow.outputs.serve import make_server, parse_range
+from traitflow.outputs.viewer_index import build_index
 
 EXP = "experiments/demo"
 
@@ -139,7 +139,7 @@ def test_server_serves_the_viewer_and_outputs_only(demo_run, server):
 
 
 def test_make_view_command_prints_a_url_that_serves_the_experiment(demo_run):
-    proc = subprocess.Popen([sys.executable, "-m", "traitflow.serve", "--exp", "demo", "--port", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "traitflow.outputs.serve", "--exp", "demo", "--port", "0",
                              "--workdir", demo_run["dir"]], stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()

@@ -11,9 +11,9 @@ import os
 import pytest
 from viewer_page import EXP, copy_outputs, js_string, read, screenshot, served, show_token
 
-from traitflow.serve import viewer_url
-from traitflow.shared import read_shared, write_shared
-from traitflow.viewer_index import build_index, scan
+from traitflow.outputs.serve import viewer_url
+from traitflow.core.shared import read_shared, write_shared
+from traitflow.outputs.viewer_index import build_index, scan
 
 PAYLOAD = '<img src=x onerror="window.__pwned=1">'
 SCRIPT_TOKEN = "<script>window.__pwned=2</script>"

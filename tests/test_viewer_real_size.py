@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from conftest import REPO, shared_build, snakemake
 
-from traitflow.formats import load_capture
-from traitflow.serve import make_server, viewer_url
-from traitflow.shared import read_shared
+from traitflow.core.formats import load_capture
+from traitflow.outputs.serve import make_server, viewer_url
+from traitflow.core.shared import read_shared
 
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 from synthetic_experiment import make_real_size_experiment  # noqa: E402

@@ -19,8 +19,8 @@ import pytest
 from conftest import REPO
 from viewer_page import EXP, cell_values, copy_outputs, data, projections, read, served, url_params, wait_ready
 
-from traitflow.shared import read_shared, write_shared
-from traitflow.viewer_index import build_index, classify, scan
+from traitflow.core.shared import read_shared, write_shared
+from traitflow.outputs.viewer_index import build_index, classify, scan
 
 SETS = ("general", "harmful")
 

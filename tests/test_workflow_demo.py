@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from traitflow import SUBLAYERS
-from traitflow.prompts import read_prompts
+from traitflow.experiment.prompts import read_prompts
 
 TRAITS = ["refusal", "sycophancy", "uncertainty"]
 
@@ -28,7 +28,7 @@ def response(demo_run, i):
 
 @pytest.fixture(scope="module")
 def model(demo_run):
-    from traitflow.modeling import load_model
+    from traitflow.model.modeling import load_model
     return load_model(os.path.join(demo_run["dir"], "models/traitflow-demo-chat"), "cpu", "float32")
 
 
@@ -86,7 +86,7 @@ def test_file_layout_and_metadata(demo_run, model):
 
 
 def test_every_trait_names_the_same_shared_file_per_prompt(demo_run, prompts):
-    from traitflow.shared import read_shared
+    from traitflow.core.shared import read_shared
 
     for i in range(len(prompts)):
         named = {torch.load(files(demo_run, t, "pt")[i], weights_only=True)["metadata"]["shared_file"] for t in TRAITS}
@@ -139,7 +139,7 @@ def test_projections_norms_and_attention_match_an_independent_forward_pass(demo_
 
 def test_seed_format_passes_the_seed_verifier(demo_run, prompts):
     from traitflow import load_seed_format
-    from traitflow.verify import verify_all_layers
+    from traitflow.outputs.verify import verify_all_layers
 
     for trait in TRAITS:
         seed = load_seed_format(files(demo_run, trait, "pt")[-1])
@@ -180,7 +180,7 @@ def test_vectors_extracted_for_both_methods_at_every_layer(demo_run, model):
 
 def test_mean_diff_vector_matches_independent_recomputation(demo_run, model):
     """mean_diff = mean over positive examples of the token-mean residual_out (special tokens left out), minus negatives'."""
-    from traitflow.modeling import load_tokenizer
+    from traitflow.model.modeling import load_tokenizer
     tok = load_tokenizer(os.path.join(demo_run["dir"], "models/traitflow-demo-chat"))
     ex_dir = os.path.join(demo_run["dir"], "experiments/demo/sycophancy/extraction")
     layer = 1

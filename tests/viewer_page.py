@@ -9,7 +9,7 @@ import shutil
 import threading
 import urllib.parse
 
-from traitflow.serve import make_server
+from traitflow.outputs.serve import make_server
 
 EXP = "experiments/demo"
 ARTIFACTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "test-artifacts")
