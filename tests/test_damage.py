@@ -128,10 +128,14 @@ def test_a_damaged_file_the_user_brought_keeps_its_own_fix(tmp_path):
     (f"{EXP}/refusal/extraction/positive.txt", False),
     (f"{EXP}/refusal/extraction/vectors/probe_layer2.pt", False),  # brought: no extraction .gitignore lists it
 ])
-def test_only_files_the_workflow_writes_are_called_damaged_outputs(path, output):
-    """What `make verify FIX=1` may delete and what gets 'rebuild it' as its fix: never the user's inputs."""
+def test_only_files_the_workflow_writes_are_called_damaged_outputs(path, output, tmp_path, monkeypatch):
+    """What `make verify FIX=1` may delete and what gets 'rebuild it' as its fix: never the user's inputs.
+
+    Classified in an empty tree of the test's own: the repository's working tree may hold a
+    `make demo` run, whose extraction lists its vectors as outputs."""
     from traitflow.core.damage import is_output
 
+    monkeypatch.chdir(tmp_path)
     assert is_output(path) is output
 
 
