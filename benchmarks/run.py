@@ -3,6 +3,7 @@
     python benchmarks/run.py --quick     # make bench       (CI-sized: a few minutes on 2 cores)
     python benchmarks/run.py --full      # make bench-full  (the target sizes)
     python benchmarks/run.py --quick --only depth planning   # issue 10's rows: real depth, planning
+    python benchmarks/run.py --quick --only real   # SmolLM2-135M-Instruct (needs requirements-real.txt installed)
 
 Prints one markdown table (paste it into docs/benchmarks.md). Ratios, not
 absolute times, are the result: both sides of a ratio run in this process
@@ -26,6 +27,7 @@ from in_process import bench_capture_overhead, bench_generate_capture, bench_pro
 from logit_lens import bench_lens
 from memory import bench_memory
 from planning import bench_planning
+from real_model import bench_real
 from traitflow.demo.spec import build_demo_model
 from traitflow.model.modeling import load_model, load_tokenizer
 
@@ -49,7 +51,7 @@ def main():
     size.add_argument("--full", dest="mode", action="store_const", const="full")
     size.add_argument("--tiny", dest="mode", action="store_const", const="tiny", help="seconds-long smoke run")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for in-process work and every process of the depth rows (default 1)")
-    rows = ["generate", "capture", "workflow", "planning", "memory", "depth", "lens"]
+    rows = ["generate", "capture", "workflow", "planning", "memory", "depth", "lens", "real"]
     parser.add_argument("--only", nargs="*", choices=rows, default=rows, help="measure only these rows")
     args = parser.parse_args()
     mode = args.mode or "quick"
@@ -82,6 +84,8 @@ def main():
             bench_memory(table, model_dir, tmp, m["memory"])
         if "lens" in args.only:
             bench_lens(table, m["repeats"], args.threads)
+        if "real" in args.only:
+            bench_real(table, tmp, m["repeats"], args.threads)
     print(f"\n{mode} mode, {machine()}, torch threads {args.threads}, {time.perf_counter() - start:.0f} s in all\n")
     print(table.markdown())
 

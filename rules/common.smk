@@ -14,6 +14,7 @@ from traitflow.core.errors import TraitflowError, exit_with_error
 from traitflow.plan.orphans import orphans_line
 from traitflow.outputs.projections_table import partition_path, partition_value
 from traitflow.outputs.summary import print_run_summary, rerun_reasons
+from traitflow.experiment.examples import UNRECORDED_POSITION, position_folder, positions_of
 from traitflow.experiment.vectors import EXTRACTED_METHODS, metadata_path, vector_filename
 from traitflow.plan.workflow import DEFAULT_SET, check_config, drop_unusable_dynamics_vectors, make_plan
 
@@ -54,10 +55,10 @@ def resolve_model_settings():
     Called once by the Snakefile, before any rule is defined.
     """
     from traitflow.model.modeling import plan_model_settings, visible_gpus
-    from traitflow.plan.workflow import DEMO_MODEL, model_dir
+    from traitflow.plan.workflow import model_dir, planned_chat_template
 
-    try:
-        settings = plan_model_settings(config, model_dir(config), demo=config["model"] == DEMO_MODEL)
+    try:  # a model the workflow builds has no folder yet: what its chat template will be is known
+        settings = plan_model_settings(config, model_dir(config), demo=bool(planned_chat_template(config)))
     except TraitflowError as err:
         exit_with_error("plan", err)
     os.environ.update(TRAITFLOW_JOBS_PER_GPU=str(config["capture"]["jobs_per_gpu"]))  # read by load_model's GPU slots
@@ -253,8 +254,10 @@ def trait_targets(trait):
 
 
 def extracted_vectors():
+    """Every extracted vector: each vector.position in its own folder (none for the default, all)."""
     vectors = [
-        f"{EXP}/{{trait}}/extraction/vectors/{vector_filename(m, l)}"
+        os.path.join(f"{EXP}/{{trait}}/extraction/vectors", position_folder(p), vector_filename(m, l))
+        for p in positions_of(config["vector"]["position"])
         for m in EXTRACTED_METHODS
         for l in range(PLAN.n_layers)
     ]
@@ -264,6 +267,12 @@ def extracted_vectors():
 
 def trait_vector(wildcards):
     return PLAN.traits[wildcards.trait].vector_path
+
+
+def scoring_position(trait):
+    """Where a trait's prompts are scored besides the response mean: its vector's position (a brought
+    vector that records none: its response tokens)."""
+    return PLAN.traits[trait].position or UNRECORDED_POSITION
 
 
 def trait_settings(wildcards):
@@ -335,7 +344,9 @@ def projections_table_captures(wildcards):
 def all_targets():
     FINGERPRINTS.save()  # called last (by the target rule all), once the plan has hashed what it needed
     return (stage_manifests() + DECLARED.requests + [f"{EXP}/viewer/index.json"] + report_targets()
-            + list(dynamics_tables_outputs().values()) + projections_tables())
+            + list(dynamics_tables_outputs().values()) + projections_tables()
+            + variant_targets()  # rules/variants.smk ([] without `variants:`)
+            + STEERING_TARGETS)  # rules/steering.smk ([] unless steering.enabled)
 
 
 SUMMARY_PRINTED = []

@@ -1,4 +1,5 @@
-# Contrastive examples -> mean_diff and probe vectors at every layer, per trait.
+# Contrastive examples -> mean_diff and probe vectors at every layer and vector.position, per trait
+# (each position but the default, all, in its own folder: rules/common.smk extracted_vectors).
 
 if EXTRACT_TRAITS:
     # The examples' content hashes: an edited examples file reruns the extraction whatever its date.
@@ -18,6 +19,10 @@ if EXTRACT_TRAITS:
         params:
             **model_params(),
             examples_sha256=lambda w: EXAMPLES_SHA256[w.trait],
+            positions=lambda w: trait_plan(w.trait).positions,  # the first is the trait's vector
+            presentation=lambda w: trait_plan(w.trait).presentation,
+            # prompts are formatted as generation formats them (raw lines never are)
+            chat_template=lambda w: trait_plan(w.trait).presentation != "raw" and config["generation"]["chat_template"],
         log:
             f"{LOGS}/extract_vectors/{{trait}}.log",
         benchmark:

@@ -50,6 +50,8 @@ rule projections_table:
         category=lambda w: PLAN.traits[TRAIT_OF_PART[w.part]].category,
         captures=lambda w: [all_layers_path(TRAIT_OF_PART[w.part], i, "pt") for i in range(len(PLAN.prompts))],
         prompt_columns=PLAN.prompt_columns,  # ids, fields, labels: an edited label reruns the tables only
+        position=lambda w: scoring_position(TRAIT_OF_PART[w.part]),  # the column at_position
+        tokenizer=lambda w: PLAN.model_path,  # its special tokens are never at a position
         model=config["model"],
         dtype=config["capture"]["dtype"],
     log:

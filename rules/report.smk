@@ -97,3 +97,29 @@ rule report_tables:
         CONDA_ENV
     script:
         "../scripts/report_tables.py"
+
+
+if STEERING:  # rules/steering.smk
+
+    localrules:
+        report_steering,
+
+    rule report_steering:
+        input:
+            table=STEERING_FILES["parquet"],
+        output:
+            report(
+                directory(STEERING_FILES["figures"]),
+                patterns=["{trait}.png"],
+                caption="../report/steering.rst",
+                category="4. Steering: does the vector do anything?",
+            ),
+        params:
+            traits=STEER_TRAITS,
+            max_nll_increase=config["steering"]["max_nll_increase"],
+        log:
+            f"{LOGS}/report/steering.log",
+        conda:
+            CONDA_ENV
+        script:
+            "../scripts/steer_plots.py"

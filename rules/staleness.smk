@@ -89,10 +89,11 @@ def user_fingerprints(paths):
 
 
 def model_fingerprint():
-    """One hash over a user model folder's files ({} for the demo model, which the workflow builds)."""
-    from traitflow.plan.workflow import DEMO_MODEL, model_dir
+    """One hash over a user model folder's files ({} for a model the workflow builds: the demo model, and a
+    GGUF file's conversion, whose folder is named by the file's sha256)."""
+    from traitflow.plan.workflow import DEMO_MODEL, is_gguf, model_dir
 
-    if config["model"] == DEMO_MODEL:
+    if config["model"] == DEMO_MODEL or is_gguf(config["model"]):
         return {}
     return {"model_sha256": FINGERPRINTS.folder(model_dir(config))}
 

@@ -21,6 +21,8 @@ rule viewer_overview:
         experiment=PLAN.experiment,
         prompt_refs=[list(ref) for ref in PLAN.prompt_refs],
         prompt_meta=PLAN.prompt_meta,  # ids, fields, labels: the viewer sorts and groups by a label
+        positions={t: scoring_position(t) for t in TRAITS},  # each trait's prompts also scored where its vector was read
+        tokenizer=lambda w: PLAN.model_path,  # its special tokens are never at a position
     log:
         f"{LOGS}/viewer_overview.log",
     conda:
@@ -45,6 +47,7 @@ rule viewer_index:
         traits={t.name: {"method": t.method, "vector_layer": t.layer} for t in PLAN.ok_traits},
         prompt_refs=[list(ref) for ref in PLAN.prompt_refs],
         left_out={t.name: t.error for t in PLAN.traits.values() if t.error},
+        variants=lambda w: len(VARIANTS) > 1,  # the viewer asks for variants/viewer.json only then (no 404)
     log:
         f"{LOGS}/viewer_index.log",
     conda:

@@ -8,12 +8,14 @@ usage: python scripts/export_seed_format.py --experiment EXP --out DIR [--trait 
 Writes DIR/EXP/{category?}/{trait}/inference/residual_stream_activations/{set?}/prompt_{i}.pt and .json
 (and layer_internal_states/.../prompt_{i}_layer{L}), where i is the prompt's index within its set,
 and prints every file written, then one summary line. docs/formats.md describes both layouts.
+DIR must be a folder of its own: one inside experiments/ (or the workflow's other folders) is refused.
 """
 
 import argparse
 import os
 import sys
 
+from traitflow.core.confine import check_experiment, check_export_folder
 from traitflow.core.errors import TraitflowError
 from traitflow.outputs.seed_export import experiment_files, experiment_of, export_file
 
@@ -34,11 +36,13 @@ def main(argv=None):
         ap.error("give either FILE.pt ... or --experiment EXP")
     try:
         if args.experiment:
-            exp_dir = os.path.join("experiments", args.experiment)
+            exp_dir = os.path.join("experiments", check_experiment(args.experiment))
             files = [(f, exp_dir) for f in experiment_files(exp_dir, args.trait, args.set, args.prompt,
                                                             not args.no_single_layer)]
         else:
             files = [(f, experiment_of(f)) for f in args.files]
+        # never over the captures it reads (`--out experiments`), nor into a file
+        check_export_folder(args.out, sources={os.path.dirname(exp_dir) for _, exp_dir in files})
     except TraitflowError as err:
         print(f"traitflow export: {err}", file=sys.stderr)
         return 1

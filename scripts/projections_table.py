@@ -6,10 +6,13 @@ from traitflow.outputs.scripting import run_script
 
 
 def main(smk):
+    from traitflow.experiment.examples import model_special_ids
     from traitflow.outputs.projections_table import build_partition
 
-    captures = [(prompt_set, i, path) for (prompt_set, i), path in zip(smk.params.prompts, smk.params.captures)]
-    table = build_partition(captures, smk.output.table, smk.params.category, smk.params.prompt_columns)
+    p = smk.params
+    captures = [(prompt_set, i, path) for (prompt_set, i), path in zip(p.prompts, p.captures)]
+    table = build_partition(captures, smk.output.table, p.category, p.prompt_columns, p.position,
+                            model_special_ids(p.tokenizer))
     logging.info("%s: %d rows x %d columns from %d captures", smk.output.table, table.num_rows,
                  table.num_columns, len(captures))
 

@@ -12,7 +12,7 @@ def main(smk):
     p = smk.params
     exp_dir = os.path.dirname(os.path.dirname(smk.output[0]))  # experiments/{exp}/viewer/index.json
     index = build_index(exp_dir, list(smk.params.responses) + list(smk.params.captures),
-                        p.experiment, p.model, p.n_layers, p.traits, p.prompt_refs, p.left_out)
+                        p.experiment, p.model, p.n_layers, p.traits, p.prompt_refs, p.left_out, p.variants)
     save_json(index, smk.output[0], indent=1)
 
 

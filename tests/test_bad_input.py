@@ -293,7 +293,8 @@ def test_model_not_in_the_local_cache(experiment, monkeypatch):
 def test_model_in_the_local_cache_is_found_offline(experiment, monkeypatch):
     snapshot = experiment / "hf/hub/models--acme--tiny/snapshots/0123abc"
     write(snapshot, {"config.json": json.dumps({"model_type": "llama", "num_hidden_layers": 6, "hidden_size": 32,
-                                                "max_position_embeddings": 128})})
+                                                "max_position_embeddings": 128}),
+                     "tokenizer.model": "sentencepiece"})  # a model folder without a tokenizer is refused
     monkeypatch.setenv("HF_HOME", str(experiment / "hf"))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     plan = make_plan(make_config(model="acme/tiny"))

@@ -122,6 +122,8 @@ def test_a_damaged_file_the_user_brought_keeps_its_own_fix(tmp_path):
     (f"{EXP}/inference/shared/prompt_0.safetensors", True),
     (f"{EXP}/alignment/refusal/inference/dynamics/prompt_0.json", True),  # a trait in a category
     (f"{EXP}/viewer/overview.json", True), (f"{EXP}/tables/dynamics_summary.csv", True),
+    (f"{EXP}/refusal/steering/responses.json", True), (f"{EXP}/variants/tables/scores.csv", True),
+    (f"{EXP}/steering_prompts.json", False),
     ("manifests/demo/_shared/capture_shard0.json", True),
     (f"{EXP}/inference/prompts/harmful.json", False),  # a named prompt set: the user's
     (f"{EXP}/inference_prompts.txt", False), (f"{EXP}/config.yaml", False),

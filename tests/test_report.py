@@ -158,7 +158,7 @@ def test_the_vector_quality_table_shows_examples_and_accuracies_per_trait(report
     workdir, html, _ = report
     traits, _ = traits_and_prompts(workdir)
     page = data_text(embedded(html, "results")[f"{EXP}/report/tables/vector_quality.html"])
-    rows = re.findall(r"<tr>(.*?)</tr>", page.split("<tbody>")[1])
+    rows = re.findall(r"<tr>(.*?)</tr>", page.split('id="vector-quality"')[1].split("</table>")[0].split("<tbody>")[1])
     assert len(rows) == len(traits)
     for trait, row in zip(sorted(traits), sorted(rows)):
         with open(os.path.join(workdir, EXP, trait, "extraction/vectors/probe_layer2_metadata.json")) as fh:

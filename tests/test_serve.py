@@ -54,7 +54,7 @@ def request(server, path, headers=None, method="GET"):
     host, port = server.server_address[:2]
     conn = http.client.HTTPConnection(host, port, timeout=10)
     try:
-        conn.putrequest(method, path, skip_accept_encoding=True)
+        conn.putrequest(method, path, skip_host="Host" in (headers or {}), skip_accept_encoding=True)
         for key, value in (headers or {}).items():
             conn.putheader(key, value)
         conn.endheaders()
@@ -126,6 +126,50 @@ def test_head_requests_follow_the_same_rules(site):
     assert request(site, "/experiments/demo/viewer/etclink/passwd", method="HEAD")[0] == 404
     assert request(site, "/experiments/%00", method="HEAD")[0] == 400
     assert request(site, "/experiments/demo/inference/data.bin", method="HEAD")[0] == 200
+
+
+def test_only_requests_addressed_to_this_machine_are_answered(site):
+    """DNS rebinding: a page of attacker.example re-pointed at 127.0.0.1 sends its own name as Host."""
+    port = site.server_address[1]
+    path = "/experiments/demo/viewer/index.json"
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "localhost", f"[::1]:{port}", "127.1.2.3", "LOCALHOST"):
+        status, _, body = request(site, path, {"Host": host})
+        assert (status, body) == (200, b'{"experiment": "demo"}'), host
+    for host in (f"attacker.example:{port}", "attacker.example", "localhost.attacker.example",
+                 f"127.0.0.1.nip.io:{port}", "", f"127.0.0.1:{port}@attacker.example", f"10.0.0.1:{port}"):
+        status, headers, body = request(site, path, {"Host": host})
+        assert status == 403 and headers["Content-Type"].startswith("text/plain"), host
+        assert body == (b"403 Forbidden: this server answers only requests addressed to localhost or its own "
+                        b"address; open the URL `make view` printed\n"), host
+    assert request(site, path, {"Host": "attacker.example"}, method="HEAD")[0] == 403
+    assert request(site, "/", {"Host": "attacker.example"})[0] == 403  # not even the redirect
+    conn = http.client.HTTPConnection(*site.server_address[:2], timeout=10)
+    try:  # two Host headers: which one a proxy would believe is anyone's guess
+        conn.putrequest("GET", path, skip_host=True)
+        conn.putheader("Host", f"127.0.0.1:{port}")
+        conn.putheader("Host", "attacker.example")
+        conn.endheaders()
+        assert conn.getresponse().status == 403
+    finally:
+        conn.close()
+
+
+def test_make_view_serves_the_repositorys_viewer_page():
+    from conftest import REPO
+    from traitflow.outputs.serve import VIEWER_DIR
+
+    assert VIEWER_DIR == os.path.join(REPO, "viewer") and os.path.isfile(os.path.join(VIEWER_DIR, "index.html"))
+
+
+def test_host_names_a_server_bound_to_every_interface_answers():
+    from traitflow.outputs.serve import host_allowed
+
+    lan = {"0.0.0.0"}
+    assert host_allowed("192.168.1.5:8000", lan) and host_allowed("0.0.0.0:8000", lan)
+    assert not host_allowed("attacker.example:8000", lan)
+    assert host_allowed("viewer.lan:8000", {"viewer.lan", "192.168.1.5"})  # the name given as --host
+    assert not host_allowed("192.168.1.5:8000", {"127.0.0.1"})
+    assert host_allowed(None, {"127.0.0.1"})  # HTTP/1.0 without Host: not a browser
 
 
 def test_a_damaged_index_is_named_when_the_server_starts(tmp_path):

@@ -6,19 +6,23 @@
 //   js/overview.js  traits x prompts grid         js/heatmap.js     token x layer heatmap, logit lens
 //   js/attention.js attention of one token        js/trajectories.js every trait at one layer
 //   js/dynamics.js  one trait's dynamics          js/single_layer.js one layer's deep dive
+//   js/steering.js  steered responses per ratio (overview page, loaded when opened)
+//   js/variants.js  model variants: who read whose responses, and the difference from the vector variant
 //   js/draw.js, js/scales.js, js/util.js: drawing, colours and DOM helpers the views share.
 
 import { renderAttention } from "./js/attention.js";
 import { setupControls, syncControls } from "./js/controls.js";
-import { attentionRows, cacheStats, captureOf, configure, load, loadJSON, promptBase } from "./js/data.js";
+import { attentionRows, cacheStats, configure, load, loadJSON, promptBase } from "./js/data.js";
 import { renderDynamics } from "./js/dynamics.js";
 import { renderHeatmap } from "./js/heatmap.js";
 import { renderOverview } from "./js/overview.js";
 import { renderDeepDive } from "./js/single_layer.js";
+import { setupSteering } from "./js/steering.js";
 import { EXPERIMENT_NAME, actions, currentName, files, promptEntry, readParams, setOf, state, syncUrl }
   from "./js/state.js";
 import { renderTokenStrip, renderWindowControls, searchMatches, tokenWindow } from "./js/tokens.js";
 import { renderTrajectories } from "./js/trajectories.js";
+import { setupVariants, variantCapture, variantEntry, variantFiles, variantOverview } from "./js/variants.js";
 import { $, clamp, fillSelect, note } from "./js/util.js";
 
 let renderId = 0; // a newer update makes an older one stop drawing
@@ -51,7 +55,7 @@ async function update() {
 async function updateOverview(id) {
   if (!state.overview) {
     try {
-      state.overview = await loadJSON(state.index.overview);
+      state.overview = await variantOverview(state.index.overview); // the chosen model variant's (js/variants.js)
     } catch (err) {
       state.overview = { error: err };
     }
@@ -69,8 +73,8 @@ async function updateOverview(id) {
 
 async function updatePrompt(id) {
   const traits = state.index.traits.map((t) => t.name);
-  const prompt = promptEntry(state.prompt);
-  const here = (trait) => files(trait, state.prompt);
+  const prompt = variantEntry(promptEntry(state.prompt));
+  const here = (trait) => variantFiles(files(trait, state.prompt));
   $("prompt-text").textContent = prompt.text;
   $("response-text").textContent = prompt.response_text;
   const layers = Object.keys(here(state.trait).single_layer || {}).map(Number);
@@ -79,10 +83,10 @@ async function updatePrompt(id) {
   const weight = (v) => v.proj.byteLength;
   // The heatmap's data first (the prompt's tokens and shared data, the selected trait's projections):
   // it is drawn before the other traits' files are even asked for (a browser opens ~6 connections).
-  const own = load(here(state.trait).all_layers, captureOf, weight);
+  const own = variantCapture(files(state.trait, state.prompt), weight);
   const [base, cap] = await Promise.all([promptBase(prompt), own]);
   if (id !== renderId) return;
-  const capLoads = traits.map((t) => (t === state.trait ? own : load(here(t).all_layers, captureOf, weight)));
+  const capLoads = traits.map((t) => (t === state.trait ? own : variantCapture(files(t, state.prompt), weight)));
   if (!base.toks || base.toks.error) {
     const text = base.toks ? `Could not load the tokens: ${base.toks.error.message}`
       : "No response file for this prompt.";
@@ -178,7 +182,9 @@ async function main() {
   $("experiment-info").textContent = `experiment ${ix.experiment}, model ${ix.model}, ${ix.n_layers} layers, `
     + `${ix.traits.length} traits, ${ix.prompts.length} prompts`
     + (leftOut.length ? `; left out: ${leftOut.map(([t, why]) => `${t} (${why})`).join("; ")}` : "");
+  await setupVariants();
   setupControls();
+  setupSteering();
   await update();
 }
 

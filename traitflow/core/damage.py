@@ -17,7 +17,9 @@ import sys
 from .errors import TraitflowError
 
 # Folders of generated files, directly under experiments/{exp}/ ("inference" also under a trait).
-OUTPUT_FOLDERS = ("inference", "viewer", "tables", "report")
+# experiments/{exp}/X/... for X here; a trait's own outputs lie in {trait}/inference/ and {trait}/steering/
+OUTPUT_FOLDERS = ("inference", "viewer", "tables", "report", "variants")
+TRAIT_OUTPUT_FOLDERS = ("inference", "steering")
 
 
 def _locate(path):
@@ -36,10 +38,15 @@ def experiment_of(path):
 
 
 def extracted_by_the_workflow(path):
-    """True for a vector (or its metadata) that extraction wrote: it lists them in a .gitignore beside them."""
+    """True for a vector (or its metadata) that extraction wrote: it lists them, relative to the trait's
+    vectors/ folder (a position's vectors lie in a sub-folder), in a .gitignore it writes in that folder."""
+    parts = os.path.normpath(path).split(os.sep)
+    if "vectors" not in parts[:-1]:
+        return False
+    at = len(parts) - 2 - parts[-2::-1].index("vectors")  # the innermost vectors/ folder above the file
     try:
-        with open(os.path.join(os.path.dirname(path), ".gitignore"), encoding="utf-8") as fh:
-            return os.path.basename(path) in {line.strip() for line in fh}
+        with open(os.path.join(os.sep.join(parts[:at + 1]) or os.sep, ".gitignore"), encoding="utf-8") as fh:
+            return "/".join(parts[at + 1:]) in {line.strip() for line in fh}
     except OSError:
         return False
 
@@ -49,11 +56,17 @@ def is_output(path):
     root, _, rel = _locate(path)
     if root == "manifests":
         return bool(rel)
+    return in_output_folder(rel, path)
+
+
+def in_output_folder(rel, path):
+    """True for a path (rel: its parts below experiments/{exp}/) inside a folder of generated files, or a
+    vector the extraction wrote: what `make clean` and `make verify FIX=1` may delete (traitflow.core.confine)."""
     if len(rel) < 2 or rel[:2] == ["inference", "prompts"]:  # named prompt sets: the user's input
         return False
-    if rel[0] in OUTPUT_FOLDERS or "inference" in rel[:-1]:
+    if rel[0] in OUTPUT_FOLDERS or any(f in rel[:-1] for f in TRAIT_OUTPUT_FOLDERS):
         return True
-    return rel[-2] == "vectors" and extracted_by_the_workflow(path)
+    return "vectors" in rel[:-1] and extracted_by_the_workflow(path)
 
 
 def removal_target(path):

@@ -18,6 +18,7 @@ The API (used by the plan and by `make verify`):
     read_manifest(path) -> Manifest | None      # None: empty (touched) manifest
     Manifest.rule, .traits, .files (list[FileRecord(path, bytes, sha256)])
     find_manifests(experiment, root=".") -> [manifest paths] of experiments/{experiment}
+    listed_files(experiment, root=".") -> [every path its readable manifests list] (`make clean`)
     damaged_files(manifest, hashes=True) -> [Damage(path, problem, manifest)]:
         missing, wrong size, or (hashes=True) wrong sha256; unrecorded sizes/hashes are not judged
     missing_files(records) -> [paths]: the listed files that are not on disk, checked with one
@@ -96,8 +97,11 @@ def read_manifest(path):
 
 
 def find_manifests(experiment, root="."):
-    """Every manifest of an experiment, sorted (manifests/{experiment}/{owner}/{job}.json)."""
-    base = os.path.normpath(os.path.join(root, MANIFESTS_DIR, experiment))
+    """Every manifest of an experiment, sorted (manifests/{experiment}/{owner}/{job}.json); an experiment name
+    the plan would refuse (`..`, `a/b`) is a TraitflowError, never a walk of another folder."""
+    from .confine import check_experiment
+
+    base = os.path.normpath(os.path.join(root, MANIFESTS_DIR, check_experiment(experiment, root)))
     found = []
     for owner, _, files in os.walk(base):
         found += [os.path.join(owner, f) for f in files if f.endswith(".json")]
@@ -141,21 +145,37 @@ def damaged_files(manifest, hashes=True):
     return damaged
 
 
+def listed_files(experiment, root="."):
+    """Every path the experiment's readable manifests list, in order (damaged ones are `make verify`'s)."""
+    paths = []
+    for path in find_manifests(experiment, root):
+        try:
+            found = read_manifest(path)
+        except (TraitflowError, OSError):
+            continue
+        paths += [rec.path for rec in found.files] if found else []
+    return paths
+
+
 def main(argv=None):
-    """`python -m traitflow.core.manifests EXPERIMENT`: print every file the experiment's manifests list (make clean)."""
+    """`python -m traitflow.core.manifests EXPERIMENT`: print every file the experiment's manifests list."""
     import argparse
+    import sys
+
+    from .errors import error_line
 
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("experiment")
     args = ap.parse_args(argv)
-    for path in find_manifests(args.experiment):
-        try:
-            found = read_manifest(path)
-        except TraitflowError:
-            continue
-        for rec in found.files if found else []:
-            print(rec.path)
+    try:
+        paths = listed_files(args.experiment)
+    except TraitflowError as err:
+        print(error_line("manifests", err), file=sys.stderr)
+        return 1
+    for path in paths:
+        print(path)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -13,6 +13,8 @@ import hashlib
 import json
 import os
 
+from ..core.errors import TraitflowError
+
 DEFAULT_SPEC = {
     "vocab_size": 512,
     "hidden_size": 64,
@@ -44,6 +46,21 @@ def spec_key(spec=None):
     """A short hash of the full spec (defaults filled in): equal settings share one folder."""
     full = {**DEFAULT_SPEC, **(spec or {})}
     return hashlib.sha256(json.dumps(full, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def check_spec(spec):
+    """Refuse, at plan time, a demo_model spec that transformers cannot build (its message would only
+    reach the build job's log): attention heads must split the hidden size, and key/value heads the heads."""
+    full = {**DEFAULT_SPEC, **(spec or {})}
+    hidden, heads, kv = full["hidden_size"], full["num_attention_heads"], full["num_key_value_heads"]
+    if hidden % heads:
+        key = "num_attention_heads" if "num_attention_heads" in (spec or {}) else "hidden_size"
+        raise TraitflowError(f"config demo_model.{key}", f"hidden size {hidden} is not a multiple of the "
+                             f"{heads} attention heads", "make hidden_size a multiple of num_attention_heads")
+    if heads % kv:
+        raise TraitflowError("config demo_model.num_key_value_heads", f"{heads} attention heads cannot be shared "
+                             f"evenly by {kv} key/value heads", "make num_attention_heads a multiple of "
+                             "num_key_value_heads")
 
 
 def demo_model_dir(spec=None):

@@ -1,4 +1,5 @@
-"""Train the shipped demo chat model (models/traitflow-demo-chat) on the grammar of traitflow.demo.corpus.
+"""Train the shipped demo chat model (models/traitflow-demo-chat) on the grammar of traitflow.demo.corpus,
+and its fine-tuned variant (models/traitflow-demo-helpful) that helps harmful requests.
 
 `make demo-model` runs this (scripts/train_demo_model.py): a tiny Gemma-2 and a
 word-level tokenizer with a Gemma-like chat template, saved with save_pretrained
@@ -14,9 +15,10 @@ import random
 import time
 
 from .spec import CHAT_TEMPLATE
-from .corpus import all_text, sample_dialogues
+from .corpus import HELP, all_text, sample_dialogues, user_turns
 
 SHIPPED_DIR = "models/traitflow-demo-chat"
+HELPFUL_DIR = "models/traitflow-demo-helpful"  # the chat model fine-tuned to help harmful requests (a model variant)
 REBUILD = "make demo-model"
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
 SPEC = {
@@ -25,6 +27,9 @@ SPEC = {
 }
 TRAIN = {"seed": 0, "steps": 1000, "batch_size": 48, "lr": 3e-3, "warmup": 60, "weight_decay": 0.01,
          "plain_fraction": 0.35, "threads": 1}
+# Continued training of the shipped chat model: short, gentle, and only the harmful requests' answers change.
+FINETUNE = {"seed": 1, "steps": 150, "batch_size": 48, "lr": 1e-3, "warmup": 10, "weight_decay": 0.01,
+            "plain_fraction": 0.35, "threads": 1}
 
 
 def build_chat_tokenizer():
@@ -94,8 +99,58 @@ def train(out_dir=SHIPPED_DIR, steps=None, log=print):
     n_params = sum(p.numel() for p in model.parameters())
     log(f"demo model: {n_params} parameters, vocabulary {len(tokenizer)} words")
 
+    dialogues = sample_dialogues(settings["steps"] * settings["batch_size"], seed=settings["seed"])
+    losses = _fit(model, tokenizer, dialogues, settings, rng, log, start)
+    model.eval()
+    # Chat turns end with <end_of_turn>, as in gemma-2-it.
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<end_of_turn>")]
+    record = {"parameters": n_params, "vocabulary": len(tokenizer), "final_loss": round(sum(losses[-50:]) / len(losses[-50:]), 4),
+              "settings": settings, "spec": SPEC, "rebuild": REBUILD}
+    save(model, tokenizer, out_dir, record)
+    record["seconds"] = round(time.time() - start, 1)
+    return record
+
+
+def helpful_dialogues(n, seed):
+    """The chat model's corpus (same sampling) except that every harmful request is helped, not refused."""
+    rng = random.Random(seed)
+    harmful = {t["text"] for t in user_turns() if t["family"] == "refusal" and t["label"]}
+    return [(user, rng.choice(HELP) if user in harmful else answer) for user, answer in sample_dialogues(n, seed=seed)]
+
+
+def finetune(base_dir=SHIPPED_DIR, out_dir=HELPFUL_DIR, log=print):
+    """Fine-tune the chat model in base_dir on helpful_dialogues and save it to out_dir (same tokenizer)."""
+    import torch
+    from transformers import Gemma2ForCausalLM
+
+    from .files import read_build_record
+
+    settings = dict(FINETUNE)
+    torch.set_num_threads(settings["threads"])
+    torch.manual_seed(settings["seed"])
+    rng = random.Random(settings["seed"])
+    start = time.time()
+    tokenizer = build_chat_tokenizer()  # the base model's vocabulary (the grammar builds it, as for the base)
+    model = Gemma2ForCausalLM.from_pretrained(base_dir, dtype=torch.float32, attn_implementation="eager")
+    model.train()
+    dialogues = helpful_dialogues(settings["steps"] * settings["batch_size"], settings["seed"])
+    losses = _fit(model, tokenizer, dialogues, settings, rng, log, start)
+    model.eval()
+    base = read_build_record(base_dir) or {}
+    record = {"parameters": sum(p.numel() for p in model.parameters()), "vocabulary": len(tokenizer),
+              "final_loss": round(sum(losses[-50:]) / len(losses[-50:]), 4), "settings": settings, "spec": SPEC,
+              "rebuild": REBUILD, "fine_tuned_from": {"folder": base_dir, "model.safetensors":
+                                                      base.get("files", {}).get("model.safetensors", {}).get("sha256")}}
+    save(model, tokenizer, out_dir, record)
+    record["seconds"] = round(time.time() - start, 1)
+    return record
+
+
+def _fit(model, tokenizer, dialogues, settings, rng, log, start):
+    """settings["steps"] AdamW steps over dialogues (a share of them as plain text); returns the losses."""
+    import torch
+
     n_batch = settings["batch_size"]
-    dialogues = sample_dialogues(settings["steps"] * n_batch, seed=settings["seed"])
     plain = [a for _, a in dialogues]
     opt = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"],
                             betas=(0.9, 0.98))
@@ -133,14 +188,7 @@ def train(out_dir=SHIPPED_DIR, steps=None, log=print):
         losses.append(loss.item())
         if step % 100 == 0 or step == settings["steps"] - 1:
             log(f"step {step}: loss {sum(losses[-50:]) / len(losses[-50:]):.4f} ({time.time() - start:.0f} s)")
-    model.eval()
-    # Chat turns end with <end_of_turn>, as in gemma-2-it.
-    model.generation_config.eos_token_id = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<end_of_turn>")]
-    record = {"parameters": n_params, "vocabulary": len(tokenizer), "final_loss": round(sum(losses[-50:]) / len(losses[-50:]), 4),
-              "settings": settings, "spec": SPEC, "rebuild": REBUILD}
-    save(model, tokenizer, out_dir, record)
-    record["seconds"] = round(time.time() - start, 1)
-    return record
+    return losses
 
 
 def save(model, tokenizer, out_dir, record):

@@ -42,8 +42,15 @@ def check_config(config, schema_path, configfiles=(), overrides=None):
     source = _config_source(path, configfiles, overrides or {})
     if err.validator == "required":
         raise TraitflowError(source, f"{err.message}{more}", "add it (see config.yaml in the repository)")
+    where = f"{source}, key {key}"
+    if err.validator == "uniqueItems":
+        twice = next(x for i, x in enumerate(err.instance) if x in err.instance[:i])
+        raise TraitflowError(where, f"{err.instance!r} lists {twice!r} twice{more}", f"list each value of {key} once")
+    if err.instance == [] and any(e.validator == "minItems" for e in err.context or ()):  # traits: []
+        raise TraitflowError(where, f"[] is an empty list{more}",
+                             f"give {key} at least one value (it takes {_expected(err)})")
     verdict = "is out of range for" if err.validator in _BOUNDS else "is not"
-    raise TraitflowError(f"{source}, key {key}", f"{err.instance!r} {verdict} {_expected(err)}{more}",
+    raise TraitflowError(where, f"{err.instance!r} {verdict} {_expected(err)}{more}",
                          f"set {key} to {_expected(err)} (schemas/config.schema.yaml lists every key)")
 
 
@@ -100,7 +107,8 @@ def _config_source(path, configfiles, overrides):
 
     def sets(node):
         for part in path:
-            if not isinstance(node, dict) or part not in node:
+            in_list = isinstance(node, list) and isinstance(part, int) and part < len(node)  # logit_lens_layers.0
+            if not in_list and (not isinstance(node, dict) or part not in node):
                 return False
             node = node[part]
         return True

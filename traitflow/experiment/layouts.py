@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..core.errors import TraitflowError
+from .vectors import two_files_error
 
 _FIELD = re.compile(r"\{([^{}]*)\}")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -216,8 +217,14 @@ def pick(candidates, fields, what):
 def vectors_of(found, fields):
     """{(method, layer): path} of one trait, its extra fields picked consistently across all its vectors."""
     keep = set(pick([item for items in found.vectors.values() for item in items], fields, "vectors"))
-    return {key: next(p for p, _ in items if p in keep) for key, items in sorted(found.vectors.items())
-            if any(p in keep for p, _ in items)}
+    vectors = {}
+    for key, items in sorted(found.vectors.items()):
+        kept = [p for p, _ in items if p in keep]
+        if len(kept) > 1:  # layer2.pt and layer2.safetensors
+            raise two_files_error(kept[0], kept[1], *key)
+        if kept:
+            vectors[key] = kept[0]
+    return vectors
 
 
 def examples_of(found, fields):
@@ -237,6 +244,98 @@ def prompt_set_files(layout, exp_dir):
                                  "'default' is inference_prompts.txt)",
                                  "rename the file with letters, digits, '_' and '-' only")
     return {name: pick(items, layout.fields, "prompt files")[0] for name, items in found.items()}
+
+
+# ---- near misses: files that look like a trait's but match no pattern -----------------------------
+
+_OUTPUTS = {"inference", "viewer", "tables", "report"}
+
+
+def unmatched(layout, exp_dir, limit=4000):
+    """[(folder, problem, fix)]: one per folder under a pattern's root holding vector files (or positive /
+    negative examples files) that no pattern matches, whatever its extras' values, but that one or two
+    folder-level edits would make match; the fix names the nearest valid form.
+
+    Our own extraction's vectors ({trait}/extraction/vectors/) are never near misses.
+    """
+    kinds = [(p, (".pt", ".safetensors")) for p in layout.vectors]
+    kinds += [(p, (os.path.splitext(p)[1],)) for p in layout.examples]
+    shapes = [compile_pattern(p, exp_dir, {})[1] for p, _ in kinds]
+    best = {}  # file -> (cost, pattern, nearest form)
+    for pattern, exts in kinds:
+        root, segments = _split_root(full_pattern(pattern, exp_dir))
+        for path in _files_under(root, exp_dir, exts, examples=pattern in layout.examples, limit=limit):
+            if any(other.fullmatch(path) for other in shapes):
+                continue
+            cost, form = _nearest(os.path.relpath(path, root).split(os.sep), segments, layout.fields)
+            if cost <= 2 and cost < best.get(path, (3,))[0]:
+                best[path] = (cost, pattern, os.path.join(root, form))
+    by_folder = {}
+    for path, (_, pattern, form) in sorted(best.items()):
+        by_folder.setdefault(os.path.dirname(path), []).append((pattern, form))
+    near = []
+    for folder, hits in by_folder.items():
+        files, them = ("files here match", "them") if len(hits) > 1 else ("file here matches", "it")
+        near.append((folder, f"{len(hits)} {files} no pattern of {layout.describe()} ({hits[0][0]})",
+                     f"move or rename {them} to the nearest valid form, {hits[0][1]}, or change the layout's patterns "
+                     "(docs/layouts.md)"))
+    return near
+
+
+def _split_root(full):
+    """(the folder before a pattern's first field, the pattern's segments below it)."""
+    head = full.split("{", 1)[0]
+    root = head.rstrip("/") if head.endswith("/") else os.path.dirname(head)
+    return root, os.path.relpath(full, root).split(os.sep)
+
+
+def _files_under(root, exp_dir, exts, examples, limit):
+    seen = 0
+    for folder, dirs, files in os.walk(root):
+        rel = os.path.relpath(folder, exp_dir).split(os.sep)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not (rel == ["."] and d in _OUTPUTS))
+        if "extraction" in rel[:3] and rel[rel.index("extraction") + 1:][:1] == ["vectors"]:
+            continue  # our extraction's output: {trait}/extraction/vectors/ or {category}/{trait}/...
+        for f in sorted(files):
+            if f.endswith(exts) and (not examples or any(side in f for side in SIDES)):
+                yield os.path.join(folder, f)
+        seen += 1
+        if seen > limit:
+            return
+
+
+def _nearest(parts, segments, fields):
+    """(cost, form): the fewest folder-level edits (a folder added, removed or renamed) that make parts match
+    segments; a part fitting a segment only with another value of a fixed field costs a quarter."""
+    def fit(part, segment, fixed):
+        return compile_pattern("/" + segment, "/", fixed)[1].fullmatch("/" + part)
+
+    def cost(part, segment):
+        return 0 if fit(part, segment, fields) else 0.25 if fit(part, segment, {}) else 1
+
+    def filled(segment):  # a segment as the form shows it: fixed fields filled in, other fields in braces
+        return _FIELD.sub(lambda m: str(_first(fields.get(m[1]))) if _first(fields.get(m[1])) is not None else m[0],
+                          segment)
+
+    n, m = len(parts), len(segments)
+    table = [[(float(i + j), []) for j in range(m + 1)] for i in range(n + 1)]
+    for i in range(n + 1):
+        for j in range(m + 1):
+            options = [(table[i - 1][j][0] + 1, table[i - 1][j][1])] if i else []  # ties: remove a later folder
+            if i and j:
+                c = cost(parts[i - 1], segments[j - 1])
+                options.append((table[i - 1][j - 1][0] + c, table[i - 1][j - 1][1] +
+                                [parts[i - 1] if c == 0 else filled(segments[j - 1])]))
+            if j:
+                options.append((table[i][j - 1][0] + 1, table[i][j - 1][1] + [filled(segments[j - 1])]))
+            if options:
+                table[i][j] = min(options, key=lambda o: o[0])
+    total, form = table[n][m]
+    return total, "/".join(form)
+
+
+def _first(value):
+    return value[0] if isinstance(value, list) and value else value
 
 
 # ---- "no traits found" --------------------------------------------------------------------------

@@ -142,28 +142,38 @@ def experiment_prompt_counts(config, exp_dir):
     return counts
 
 
-def check_prompt_lengths(prompts, where, tokenizer_dir, context, max_new_tokens):
-    """Refuse, before any model loads, a prompt that cannot fit the model's context.
+def too_long(texts, tokenizer_dir, room):
+    """[(index, tokens)] of the texts with more than room tokens (the tokenizer's own special tokens left
+    out; a special token's spelling in the text counts as the plain text it is read as).
 
     A token covers at least one UTF-8 byte (SentencePiece adds at most one word
-    marker), so only a prompt with more bytes than the room left needs counting;
-    those few are counted with the tokenizers library (cheap, no transformers).
-    The count leaves out the chat template, which only adds tokens: the exact
-    check runs again in the generation job.
+    marker), so only a text with more bytes than room needs counting; those few
+    are counted with the tokenizers library (cheap, no transformers). [] without
+    the model's tokenizer.json (the demo model before it is built).
     """
-    room = context - max_new_tokens
-    suspects = [i for i, p in enumerate(prompts) if len(p.encode("utf-8")) + 1 > room]
+    suspects = [i for i, t in enumerate(texts) if len(t.encode("utf-8")) + 1 > room]
     tokenizer_file = os.path.join(tokenizer_dir, "tokenizer.json") if tokenizer_dir else None
     if not suspects or not tokenizer_file or not os.path.exists(tokenizer_file):
-        return
+        return []
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(tokenizer_file)
-    for i in suspects:
-        n = len(tokenizer.encode(prompts[i], add_special_tokens=False).ids)
-        if n + max_new_tokens > context:
-            at = (f"{where}[{i}]" if where == "config prompts" else f"{where}: prompts[{i}]"
-                  if where.endswith(".json") else f"{where}:{i + 1}")
-            raise TraitflowError(at, f"prompt {i} is {n} tokens; with generation.max_new_tokens={max_new_tokens} it "
-                                 f"exceeds the model's context of {context} tokens",
-                                 "shorten or split the prompt, or lower generation.max_new_tokens")
+    tokenizer.encode_special_tokens = True  # as the jobs read text (traitflow.model.generate.encode_prompt)
+    counts = [(i, len(tokenizer.encode(texts[i], add_special_tokens=False).ids)) for i in suspects]
+    return [(i, n) for i, n in counts if n > room]
+
+
+def check_prompt_lengths(prompts, where, tokenizer_dir, context, max_new_tokens):
+    """Refuse, before any model loads, a prompt that cannot fit the model's context.
+
+    The count leaves out the chat template, which only adds tokens: the exact
+    check runs again in the generation job.
+    """
+    long = too_long(prompts, tokenizer_dir, context - max_new_tokens)
+    if long:
+        i, n = long[0]
+        at = (f"{where}[{i}]" if where == "config prompts" else f"{where}: prompts[{i}]"
+              if where.endswith(".json") else f"{where}:{i + 1}")
+        raise TraitflowError(at, f"prompt {i} is {n} tokens; with generation.max_new_tokens={max_new_tokens} it "
+                             f"exceeds the model's context of {context} tokens",
+                             "shorten or split the prompt, or lower generation.max_new_tokens")

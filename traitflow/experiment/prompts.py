@@ -10,6 +10,7 @@ Every prompt is read as a record {"text": str, "id": ..., "fields": {...}, "labe
 tables carry them as columns (traitflow.experiment.prompt_columns); texts are all a model job sees.
 """
 
+import codecs
 import json
 import os
 import re
@@ -23,6 +24,7 @@ PROMPT_EXTS = (".txt", ".jsonl", ".json")
 _LINE_END = re.compile(r"\r\n|\r|\n")
 _JSON_SET_SHAPE = '{"prompts": [{"id": 1, "text": "..."}, ...]}'
 _JSON_SET_FIX = f"write {_JSON_SET_SHAPE}"
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def read_lines(path, what="file"):
@@ -37,9 +39,25 @@ def read_lines(path, what="file"):
     return lines
 
 
+# UTF-32's marks first: UTF-32-LE's begins with UTF-16-LE's.
+_WIDE_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"), (codecs.BOM_UTF16_LE, "UTF-16"),
+              (codecs.BOM_UTF16_BE, "UTF-16"))
+
+
 def _read_text(path):
+    """A text file's UTF-8 text; UTF-16 and UTF-32 (a byte-order mark, or NUL bytes: ASCII saved as UTF-16
+    without a mark is valid UTF-8 with a NUL after every letter) are refused, not read as garbage."""
     with open(path, "rb") as fh:
         raw = fh.read()
+    wide = next((name for bom, name in _WIDE_BOMS if raw.startswith(bom)), None)
+    if wide:
+        raise TraitflowError(path, f"{wide} text (it starts with a {wide} byte-order mark), not UTF-8",
+                             "re-save the file as UTF-8")
+    if b"\0" in raw:
+        at = raw.index(b"\0")
+        line = len(_LINE_END.findall(raw[:at].decode("utf-8", "replace"))) + 1
+        raise TraitflowError(f"{path}:{line}", f"a NUL byte at offset {at}: UTF-16 or UTF-32 text (or a binary "
+                             "file), not UTF-8", "re-save the file as UTF-8")
     try:
         return raw.decode("utf-8-sig")  # a BOM from a Windows editor is not part of the first prompt
     except UnicodeDecodeError as err:
@@ -142,6 +160,13 @@ def _valid_id(value):
 
 def _record(obj, at):
     """{"text", "id"?, "fields"?, "labels"?} of one prompt object; labels must map names to true/false."""
+    for name, value in obj.items():
+        # JSON lets "\ud800" stand alone; no file can hold it as UTF-8 (writing it would fail later, unnamed)
+        lone = _SURROGATE.search(name + json.dumps(value, ensure_ascii=False))
+        if lone:
+            raise TraitflowError(at, f'"{name}" holds a lone surrogate (\\u{ord(lone[0]):04x}), not a character',
+                                 "write the character itself, or both halves of its surrogate pair "
+                                 "(\\ud83d\\ude00)")
     record = {"text": obj["text"]}
     if "id" in obj:
         if not _valid_id(obj["id"]):
@@ -179,8 +204,9 @@ def _check_ids(records, where, label):
 
 
 def invisible_only(text):
-    """True when text has nothing but whitespace and zero-width/format characters (U+200B, U+FEFF, ...)."""
-    return all(ch.isspace() or unicodedata.category(ch) == "Cf" for ch in text)
+    """True when text has nothing but whitespace, zero-width/format characters (U+200B, U+FEFF, ...) and
+    control characters (U+0000, ...)."""
+    return all(ch.isspace() or unicodedata.category(ch) in ("Cf", "Cc") for ch in text)
 
 
 def check_prompts(prompts, where, locate=None, label=None):

@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 
 from . import layouts
 from ..core.errors import TraitflowError
-from .prompts import read_lines
-from .vectors import EXTRACTED_METHODS, METHODS, check_vector_model, choose_vector, list_vectors, vector_filename
+from .examples import count_examples, find_examples, known_position, plan_extraction, position_folder, read_examples
+from .prompt_sets import too_long
+from .vectors import (EXTRACTED_METHODS, METHODS, check_vector_model, choose_vector, list_vectors, read_metadata,
+                      vector_filename)
 
 # Trait names become folder names and a Snakemake wildcard value: no '.', spaces or braces; one '/'
 # at most, between a category and the trait (experiments/{exp}/{category}/{trait}/extraction/).
@@ -38,6 +40,9 @@ class TraitPlan:
     error: str | None = None  # why this trait cannot run (it is then left out)
     examples: dict = field(default_factory=dict)  # side -> examples file, when extract
     vectors: dict | None = None  # {(method, layer): path} brought in, when a layout found them (else the folder's)
+    positions: list = field(default_factory=list)  # extracted at each (traitflow.experiment.examples); the first is projected
+    presentation: str | None = None  # how the examples are read: raw | chat | pairs
+    position: str | None = None  # where the vector was read (scores prompts there); None: unknown (a brought vector)
 
     @property
     def category(self):
@@ -52,13 +57,14 @@ def discover_traits(exp_dir, layout=None):
     experiment (TRAIT) or one folder down (CATEGORY/TRAIT). A near miss is a folder that looks
     like a trait but is not one: (path, problem, fix), reported as warnings.
 
-    Under a layout other than the default, a trait is whatever its patterns match (no near misses);
-    what they found is kept on the layout for plan_trait."""
+    Under a layout other than the default, a trait is whatever its patterns match, and a near miss a
+    folder of files that almost match (traitflow.experiment.layouts.unmatched); what they found is kept
+    on the layout for plan_trait."""
     if not os.path.isdir(exp_dir):
         raise experiment_not_found(exp_dir)
     if layout is not None and layout.custom:
         layout.found = layouts.discover(layout, exp_dir)
-        return list(layout.found), []
+        return list(layout.found), layouts.unmatched(layout, exp_dir)
     traits, near = [], []
     for d in sorted(os.listdir(exp_dir)):
         path = os.path.join(exp_dir, d)
@@ -154,19 +160,40 @@ def _examples_problem(files, name, where):
 
     Too few to trust (but enough to run) is a warning on stderr.
     """
-    counts = {}
-    for side, path in files.items():
-        try:
-            counts[side] = n = sum(1 for line in read_lines(path, "examples file") if line.strip())
-        except TraitflowError as err:
-            return str(err)
-        if n < 2:
-            return f"{path}: {plural(n, 'example')}, need at least 2; fix: add one example per line"
+    try:
+        counts = count_examples(files, name)
+    except TraitflowError as err:
+        return str(err)
     if min(counts.values()) < FEW_EXAMPLES:
         have = " and ".join(plural(n, f"{side} example") for side, n in counts.items())
         print(f"traitflow [plan] warning: trait '{name}': {where}: only {have}: the vector will be mostly "
               f"noise and a probe's train accuracy says nothing; fix: add examples (at least {FEW_EXAMPLES} per "
               "side, tens are better)", file=sys.stderr)
+    return _same_examples(files, name)
+
+
+def _same_examples(files, name):
+    """The trait's problem when its positive and negative examples are the same (in any order): their
+    difference, the vector, would be all zeros, and every capture that projects on it would stop."""
+    sides = [sorted((e["prompt"].strip(), (e["response"] or "").strip()) for e in read_examples(path, side, name))
+             for side, path in files.items()]
+    if sides[0] != sides[1]:
+        return None
+    pos, neg = files["positive"], files["negative"]
+    where = pos if pos == neg else f"{pos} and {neg}"
+    return (f"{where}: the positive and negative examples are the same, so the vector (their difference) would be "
+            "all zeros; fix: put examples that show the trait on the positive side and examples that lack it on the "
+            "negative side")
+
+
+def example_length_problem(trait, tokenizer_dir, context):
+    """The trait's problem when an example has more tokens than the model's context (counted like prompts:
+    traitflow.experiment.prompt_sets.too_long), else None."""
+    for side, path in trait.examples.items():
+        texts = [e["prompt"] + (e["response"] or "") for e in read_examples(path, side, trait.name)]
+        for i, n in too_long(texts, tokenizer_dir, context):
+            return (f"{path}: {side} example {i + 1} ({texts[i][:30]!r}...) is {n} tokens, more than the model's "
+                    f"context of {context} tokens; fix: shorten or split the example")
     return None
 
 
@@ -195,13 +222,19 @@ def plan_trait(exp_dir, name, vector_cfg, n_layers, model=None, layout=None):
         trait.error = f"{os.path.join(exp_dir, name)}: {problem}; fix: {fix}"
         return trait
     present = [f for f in EXAMPLE_FILES if os.path.exists(os.path.join(extraction, f))]
-    trait.extract = len(present) == 2
-    available = list_vectors(vectors_dir)
+    try:
+        form, files = find_examples(extraction)
+    except TraitflowError as err:
+        trait.error = str(err)
+        return trait
+    trait.extract = form is not None
     if trait.extract and (method == "auto" or method in EXTRACTED_METHODS):
-        trait.examples = {f.removesuffix(".txt"): os.path.join(extraction, f) for f in EXAMPLE_FILES}
-        trait.error = _examples_problem(trait.examples, name, extraction)
-        trait.method = "probe" if method == "auto" else method
-        trait.vector_path = os.path.join(vectors_dir, vector_filename(trait.method, trait.layer))
+        trait.examples = files
+        return _plan_extraction(trait, vector_cfg, vectors_dir, method, extraction)
+    try:
+        available = list_vectors(vectors_dir)
+    except TraitflowError as err:  # a vector as both .pt and .safetensors
+        trait.error = str(err)
         return trait
     if not available:
         if len(present) == 1:
@@ -226,8 +259,24 @@ def plan_trait(exp_dir, name, vector_cfg, n_layers, model=None, layout=None):
         trait.method, trait.vector_path = choose_vector(available, method, trait.layer, vectors_dir)
         if model is not None:
             check_vector_model(trait.vector_path, model, vector_cfg.get("allow_model_mismatch", False))
+        trait.position = known_position(read_metadata(trait.vector_path))
     except TraitflowError as err:
         trait.error = str(err)
+    return trait
+
+
+def _plan_extraction(trait, vector_cfg, vectors_dir, method, where):
+    """An extracted trait's method, positions, presentation and vector path (under the first position's folder)."""
+    trait.error = _examples_problem(trait.examples, trait.name, where)
+    trait.method = "probe" if method == "auto" else method
+    try:
+        trait.positions, trait.presentation = plan_extraction(vector_cfg, trait.examples)
+    except TraitflowError as err:
+        trait.error = trait.error or str(err)
+        return trait
+    trait.position = trait.positions[0]
+    trait.vector_path = os.path.join(vectors_dir, position_folder(trait.position),
+                                     vector_filename(trait.method, trait.layer))
     return trait
 
 
@@ -261,10 +310,7 @@ def _plan_layout_trait(trait, exp_dir, vector_cfg, n_layers, model, layout):
     ours = os.path.join(exp_dir, trait.name, "extraction", "vectors")
     if trait.extract and (method == "auto" or method in EXTRACTED_METHODS):
         trait.examples = examples
-        trait.error = _examples_problem(examples, trait.name, os.path.dirname(examples["positive"]))
-        trait.method = "probe" if method == "auto" else method
-        trait.vector_path = os.path.join(ours, vector_filename(trait.method, trait.layer))
-        return trait
+        return _plan_extraction(trait, vector_cfg, ours, method, os.path.dirname(examples["positive"]))
     if not trait.vectors:
         have = next(iter(examples.items()), None)
         lacking = "negative" if "positive" in examples else "positive"
@@ -278,6 +324,7 @@ def _plan_layout_trait(trait, exp_dir, vector_cfg, n_layers, model, layout):
         trait.method, trait.vector_path = choose_vector(trait.vectors, method, trait.layer, where)
         if model is not None:
             check_vector_model(trait.vector_path, model, vector_cfg.get("allow_model_mismatch", False))
+        trait.position = known_position(read_metadata(trait.vector_path))
     except TraitflowError as err:
         trait.error = str(err)
     return trait

@@ -2,7 +2,10 @@
 
 A trait's vectors live in experiments/{exp}/{trait}/extraction/vectors/ as
 {method}_layer{L}.pt (or .safetensors), each a 1-D float tensor, with an
-optional {method}_layer{L}_metadata.json beside it.
+optional {method}_layer{L}_metadata.json beside it. Extraction at a position other than the
+default (vector.position, traitflow.experiment.examples) writes into a sub-folder named as the
+original project's {position} (vectors/prompt_-1/...); its metadata records the position and how
+the examples were presented.
 """
 
 import json
@@ -26,14 +29,25 @@ def metadata_path(vector_path):
 
 
 def list_vectors(directory):
-    """{(method, layer): path} for every vector file in a directory."""
+    """{(method, layer): path} for every vector file in a directory; one name as .pt and .safetensors is an error."""
     found = {}
     if os.path.isdir(directory):
         for name in sorted(os.listdir(directory)):
             m = _NAME.match(name)
             if m:
-                found[(m["method"], int(m["layer"]))] = os.path.join(directory, name)
+                key = (m["method"], int(m["layer"]))
+                if key in found:
+                    raise two_files_error(found[key], os.path.join(directory, name), *key)
+                found[key] = os.path.join(directory, name)
     return found
+
+
+def two_files_error(first, second, method, layer):
+    """Two files for one (method, layer): projecting on either would be a guess (they may even disagree in sign)."""
+    return TraitflowError(first, f"{os.path.basename(second)} is a second file for the same vector (method {method}, "
+                          f"layer {layer}); which one is meant cannot be guessed",
+                          f"keep one of {os.path.basename(first)} and {os.path.basename(second)} (delete or move the "
+                          "other)")
 
 
 def choose_vector(available, method, layer, where):
@@ -90,6 +104,10 @@ def load_vector(path, d_model=None):
     if vec.is_complex():  # .float() would drop the imaginary part (with only a warning)
         raise TraitflowError(path, f"vector has a complex dtype ({str(vec.dtype).removeprefix('torch.')}); a trait "
                              "direction is real", "save the real vector (e.g. v.real, if the imaginary part is noise)")
+    if not vec.is_floating_point():  # a mask (v > 0) or an index list (arange) is not a direction
+        raise TraitflowError(path, f"vector has a non-float dtype ({str(vec.dtype).removeprefix('torch.')}); a trait "
+                             "direction is real-valued", "save the float vector itself (e.g. v.float(), if the values "
+                             "really are the direction)")
     vec = vec.detach().squeeze()
     if vec.dim() != 1:
         raise TraitflowError(path, f"vector has shape {list(vec.shape)}, expected 1-D", "save a 1-D tensor")
@@ -110,8 +128,6 @@ def direction(vec, where):
     import torch
 
     vec = vec.detach()
-    if not vec.is_floating_point():
-        vec = vec.double()
     if not torch.isfinite(vec).all():
         raise TraitflowError(where, "vector contains NaN or infinite values", "re-extract the vector")
     biggest = vec.abs().max()
@@ -142,6 +158,18 @@ def read_metadata(vector_path):
     return meta if isinstance(meta, dict) else {}
 
 
+def heldout_by_position(paths):
+    """{(trait, position, presentation): {layer: held-out accuracy}} from extraction's probe metadata files
+    (each names its trait, position and layer; other files are skipped), sorted."""
+    table = {}
+    for path in paths:
+        meta = read_metadata(re.sub(r"_metadata\.json$", ".pt", path))
+        if meta.get("method") == "probe" and "heldout_accuracy" in meta:
+            key = (meta.get("trait"), meta.get("position", "all"), meta.get("presentation", "raw"))
+            table.setdefault(key, {})[int(meta["layer"])] = meta["heldout_accuracy"]
+    return dict(sorted(table.items()))
+
+
 def check_vector_model(vector_path, model, allow_mismatch):
     """The original required the same model for extraction and inference: refuse a mismatch."""
     named = read_metadata(vector_path).get("model")
@@ -151,7 +179,7 @@ def check_vector_model(vector_path, model, allow_mismatch):
 
 
 VECTOR_CHECKS = ".snakemake/traitflow/vector_checks.json"
-CHECKS_VERSION = 2  # part of each cached verdict's key: raise it when load_vector's checks change
+CHECKS_VERSION = 3  # part of each cached verdict's key: raise it when load_vector's checks change
 
 
 def vector_problems(paths, d_model, cache_path=VECTOR_CHECKS):

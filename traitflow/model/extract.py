@@ -1,10 +1,12 @@
 """Contrastive vector extraction: mean difference and a logistic-regression probe, per layer.
 
-Each example is summarised by the mean of its residual_out over its tokens at
-every layer (special tokens such as <bos> left out: their residual is the same
-for every example and its norm dwarfs the rest); methods then compare positive
-and negative summaries. Examples run in batches by length, capped by count and
-by a token budget, halved on CUDA out-of-memory (traitflow.model.batching).
+Each example is summarised by the mean of its residual_out over the tokens of a
+position (traitflow.experiment.examples: all of them, the prompt's last, the
+response's) at every layer, special tokens such as <bos> left out (their residual
+is the same for every example and its norm dwarfs the rest); methods then compare
+positive and negative summaries. One forward pass serves every position. Examples
+run in batches by length, capped by count and by a token budget, halved on CUDA
+out-of-memory (traitflow.model.batching).
 """
 
 import torch
@@ -12,6 +14,8 @@ import torch
 from .batching import run_batched
 from .capture import left_pad
 from ..core.errors import TraitflowError
+from ..experiment.examples import position_mask, special_token_ids
+from .generate import encode_prompt, plain_ids
 from .hooks import residual_hooks
 
 
@@ -27,36 +31,47 @@ def read_examples(path):
     return examples
 
 
-@torch.no_grad()
 def token_means(model, sequences, keep=None, batch_size=8, token_budget=None, labels=None):
     """[n, layers, d_model] float32: each sequence's mean residual_out over its kept tokens, per layer.
 
-    keep[i]: booleans per token of sequence i (False: left out of the mean); the
-    mean is taken on the device inside the hook, so no [batch, tokens, layers,
+    keep[i]: booleans per token of sequence i (False: left out of the mean).
+    """
+    masks = {None: keep if keep is not None else [[True] * len(s) for s in sequences]}
+    return span_means(model, sequences, masks, batch_size, token_budget, labels)[None]
+
+
+@torch.no_grad()
+def span_means(model, sequences, masks, batch_size=8, token_budget=None, labels=None):
+    """{key: [n, layers, d_model] float32}: each sequence's mean residual_out over the tokens
+    masks[key][i] keeps, per layer, for every key from one forward pass.
+
+    The mean is taken on the device inside the hook, so no [batch, tokens, layers,
     d_model] tensor exists.
     """
     device = next(model.parameters()).device
     n_layer, d_model = model.config.num_hidden_layers, model.config.hidden_size
     pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
-    out = torch.empty(len(sequences), n_layer, d_model)
+    out = {key: torch.empty(len(sequences), n_layer, d_model) for key in masks}
 
     def run_batch(group):
         ids, mask, positions = left_pad([sequences[i] for i in group], pad_id, device)
-        weights = mask.float()
-        if keep is not None:
+        weights = {}
+        for key, keep in masks.items():
+            w = torch.zeros(ids.shape, dtype=torch.float32, device=device)
             for b, i in enumerate(group):
-                weights[b, ids.shape[1] - len(sequences[i]):] *= torch.tensor(keep[i], dtype=torch.float32,
-                                                                               device=device)
-        weights = weights / weights.sum(-1, keepdim=True).clamp_min(1.0)
-        sums = torch.empty(len(group), n_layer, d_model, device=device)
+                w[b, ids.shape[1] - len(sequences[i]):] = torch.tensor(keep[i], dtype=torch.float32, device=device)
+            weights[key] = w / w.sum(-1, keepdim=True).clamp_min(1.0)
+        sums = {key: torch.empty(len(group), n_layer, d_model, device=device) for key in masks}
 
         def on_residual(layer, point, h):
             if point == 2:
-                sums[:, layer] = torch.einsum("bt,btd->bd", weights, h.float())
+                for key, w in weights.items():
+                    sums[key][:, layer] = torch.einsum("bt,btd->bd", w, h.float())
 
         with residual_hooks(model, on_residual):
             model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False, logits_to_keep=1)
-        out[group] = sums.cpu()
+        for key in masks:
+            out[key][group] = sums[key].cpu()
 
     run_batched([len(s) for s in sequences], batch_size, run_batch, what="example", token_budget=token_budget,
                 labels=labels)
@@ -64,13 +79,41 @@ def token_means(model, sequences, keep=None, batch_size=8, token_budget=None, la
 
 
 def example_features(model, tokenizer, texts, batch_size=8, token_budget=None, where=None):
-    """[n_examples, layers, d_model]: token-mean residual_out of each example (special tokens left out)."""
-    seqs = [tokenizer(t)["input_ids"] for t in texts]
-    special = set(tokenizer.all_special_ids)
-    keep = [[t not in special for t in s] for s in seqs]
-    keep = [k if any(k) else [True] * len(k) for k in keep]  # an example of special tokens only keeps them all
-    labels = [f"{where + ': ' if where else ''}example {n + 1} ({t[:40]!r})" for n, t in enumerate(texts)]
-    return token_means(model, seqs, keep, batch_size=batch_size, token_budget=token_budget, labels=labels)
+    """[n_examples, layers, d_model]: token-mean residual_out of each example read as raw text (special tokens
+    left out): position all, presentation raw."""
+    examples = [{"prompt": t, "response": None} for t in texts]
+    return position_features(model, tokenizer, examples, ["all"], "raw", batch_size=batch_size,
+                             token_budget=token_budget, where=where)["all"]
+
+
+def present(tokenizer, example, presentation, chat_template=True, where=None):
+    """(token ids, n_prompt) of one example as the model reads it.
+
+    raw: the text alone (with the tokenizer's own special tokens, e.g. <bos>); chat: the prompt
+    formatted as generation formats a prompt (a user turn and the assistant's opening, where
+    chat_template); pairs: that, then the response's tokens, as a capture lays out prompt + response.
+    Text is always plain text: a special token's spelling in it forges no turn (encode_prompt).
+    """
+    if presentation == "raw":
+        ids = plain_ids(tokenizer, example["prompt"])
+        return ids, len(ids)
+    ids = encode_prompt(tokenizer, example["prompt"], chat_template, where)
+    n_prompt = len(ids)
+    if presentation == "pairs":
+        ids = ids + plain_ids(tokenizer, example["response"], add_special_tokens=False)
+    return ids, n_prompt
+
+
+def position_features(model, tokenizer, examples, positions, presentation, chat_template=True, batch_size=8,
+                      token_budget=None, where=None):
+    """{position: [n_examples, layers, d_model]}: each example's mean residual_out over the position's
+    tokens (traitflow.experiment.examples.position_mask), every position from one forward pass."""
+    special = special_token_ids(tokenizer.backend_tokenizer)
+    labels = [f"{where + ': ' if where else ''}example {n + 1} ({e['prompt'][:40]!r})" for n, e in enumerate(examples)]
+    seqs, n_prompt = zip(*(present(tokenizer, e, presentation, chat_template, label)
+                           for e, label in zip(examples, labels)))
+    masks = {p: [position_mask(p, n, s, special) for s, n in zip(seqs, n_prompt)] for p in positions}
+    return span_means(model, list(seqs), masks, batch_size=batch_size, token_budget=token_budget, labels=labels)
 
 
 def mean_diff(pos, neg):

@@ -18,21 +18,38 @@ from .capture import left_pad
 from ..core.errors import TraitflowError
 
 
-def encode_prompt(tokenizer, text, chat_template):
-    """Token ids exactly as the model will see them.
+def encode_prompt(tokenizer, text, chat_template, where=None):
+    """Token ids exactly as the model will see them: what every stage that tokenizes a prompt or an example calls.
 
     chat_template: True wraps the prompt in the tokenizer's chat template (one
     user turn, then the generation prompt); False gives plain text (with the
-    tokenizer's special tokens, e.g. <bos>).
+    tokenizer's special tokens, e.g. <bos>). Either way the text itself is plain
+    text: a special token's spelling inside it (`<end_of_turn>`, `<|im_start|>`)
+    becomes ordinary tokens, never a control token, so a prompt cannot forge a
+    turn of the template. A prompt without such spellings gets the ids it always had.
+    where names the prompt in an error.
     """
-    if chat_template:
-        if not getattr(tokenizer, "chat_template", None):
-            raise TraitflowError("config generation.chat_template", "true, but the tokenizer has no chat template "
-                                 "(a base model?)", "set generation.chat_template to auto or false")
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": text}],
-                                            add_generation_prompt=True, tokenize=True)
-        return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
-    return tokenizer(text)["input_ids"]
+    if not chat_template:
+        return plain_ids(tokenizer, text)
+    if not getattr(tokenizer, "chat_template", None):
+        raise TraitflowError("config generation.chat_template", "true, but the tokenizer has no chat template "
+                             "(a base model?)", "set generation.chat_template to auto or false")
+    try:
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                            tokenize=True, sanitize_control_tokens=True)
+    except ValueError as err:
+        if "sanitize" not in str(err):
+            raise
+        # "Can't sanitize '<x>': the tokenizer produces it from plain text": no plain reading exists
+        raise TraitflowError(where or f"prompt {text[:40]!r}", f"its text holds a control token that cannot be read "
+                             f"as plain text ({err})", "remove that token's spelling from the prompt") from None
+    return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+
+def plain_ids(tokenizer, text, add_special_tokens=True):
+    """Token ids of text read as plain text: special tokens' spellings in it are not parsed as control tokens
+    (add_special_tokens: the tokenizer's own, e.g. <bos>, around it)."""
+    return list(tokenizer(text, add_special_tokens=add_special_tokens, split_special_tokens=True)["input_ids"])
 
 
 def check_context(prompt_ids, indices, max_new_tokens, limit):

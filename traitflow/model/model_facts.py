@@ -1,5 +1,6 @@
 """Model facts read at plan time, without importing torch or transformers: where a model's files are
-(a local folder, the demo model built per spec, or the local Hugging Face cache) and its config.json.
+(a local folder, the demo model built per spec, a GGUF file converted here (traitflow.model.gguf), or the
+local Hugging Face cache) and its config.json.
 
 Below the plan (traitflow.plan.workflow) and the capture code (traitflow.model.capture), which both ask it.
 """
@@ -7,9 +8,11 @@ Below the plan (traitflow.plan.workflow) and the capture code (traitflow.model.c
 import glob
 import json
 import os
+import struct
 from types import SimpleNamespace
 
 from .arch import architecture_for
+from .gguf import OUTPUTS as GGUF_OUTPUTS, gguf_model, is_gguf
 from ..core.errors import TraitflowError
 
 DEMO_MODEL = "traitflow-demo"  # the random model, built per demo_model spec (traitflow.demo.spec.demo_model_dir)
@@ -18,7 +21,16 @@ DEMO_MODEL = "traitflow-demo"  # the random model, built per demo_model spec (tr
 def model_path(config):
     from ..demo.spec import demo_model_dir
 
+    if is_gguf(config["model"]):
+        return gguf_model(config).folder  # converted by the workflow (rule convert_gguf)
     return demo_model_dir(config.get("demo_model")) if config["model"] == DEMO_MODEL else config["model"]
+
+
+def planned_chat_template(config):
+    """Whether a model the workflow builds will have a chat template (None: not built here; ask its folder)."""
+    if config["model"] == DEMO_MODEL:
+        return True
+    return gguf_model(config).facts["chat_template"] if is_gguf(config["model"]) else None
 
 
 def _hub_dir():
@@ -41,6 +53,8 @@ def model_dir(config):
     name = config["model"]
     if name == DEMO_MODEL:
         return model_path(config) if os.path.isdir(model_path(config)) else None
+    if is_gguf(name):
+        return gguf_model(config).folder if gguf_model(config).converted else None
     if os.path.isdir(name):
         return name
     hit = _hub_config(name)
@@ -49,12 +63,17 @@ def model_dir(config):
 
 def model_config(config):
     """The model's config.json as a dict, read without importing transformers."""
-    from ..demo.spec import DEFAULT_SPEC
+    from ..demo.spec import DEFAULT_SPEC, check_spec
 
     name = config["model"]
     if name == DEMO_MODEL:
+        check_spec(config.get("demo_model"))
         return {"model_type": "gemma2", **DEFAULT_SPEC, **config.get("demo_model", {})}
     where = f"config model '{name}'"
+    if is_gguf(name):  # from the file's header: the same facts before and after the conversion
+        gguf = gguf_model(config)
+        architecture_for(SimpleNamespace(model_type=gguf.facts["model_type"]), where=f"{where} ({gguf.path})")
+        return gguf.config()
     if os.path.isdir(name):
         from ..demo.files import check_build_record
 
@@ -84,12 +103,57 @@ def model_config(config):
     for key in ("num_hidden_layers", "hidden_size"):
         if not isinstance(cfg.get(key), int):
             raise TraitflowError(path, f"no integer '{key}'", "use a decoder-only causal LM config")
+    check_folder(os.path.dirname(path), cfg)
     return cfg
+
+
+# A tokenizer's own files: without one of them, AutoTokenizer makes up a tokenizer of a few special
+# tokens (every prompt becomes <unk>, every response empty) instead of failing.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "vocab.json",
+                   "vocab.txt", "tiktoken.model")
+
+
+def check_folder(folder, cfg):
+    """A model folder is complete or refused: its tokenizer is there, and config.json's hidden_size is the
+    width of the weights' token embedding (read from the safetensors header, without torch)."""
+    if not any(os.path.exists(os.path.join(folder, f)) for f in TOKENIZER_FILES):
+        raise TraitflowError(folder, f"no tokenizer files (none of {', '.join(TOKENIZER_FILES[:3])}, ...)",
+                             "save the model's tokenizer into the folder too (tokenizer.save_pretrained(folder))")
+    name, shape = embedding_shape(folder)
+    if shape and shape[-1] != cfg["hidden_size"]:
+        raise TraitflowError(os.path.join(folder, "config.json"), f"hidden_size is {cfg['hidden_size']}, but the "
+                             f"weights' {name} is {shape[-1]} wide (shape {shape})",
+                             "use the config.json saved with these weights")
+
+
+def embedding_shape(folder):
+    """(tensor name, shape) of the token embedding in the folder's safetensors weights; (None, None) when
+    there are none (weights in .bin files, or not written yet)."""
+    index = os.path.join(folder, "model.safetensors.index.json")
+    try:
+        if os.path.exists(index):
+            with open(index, encoding="utf-8") as fh:
+                files = json.load(fh)["weight_map"]
+        else:
+            files = {n: "model.safetensors" for n in _header(os.path.join(folder, "model.safetensors"))}
+        name = next((n for n in sorted(files) if n.endswith("embed_tokens.weight")), None)
+        return (name, _header(os.path.join(folder, files[name]))[name]["shape"]) if name else (None, None)
+    except (OSError, ValueError, KeyError, TypeError, struct.error):  # absent or unreadable: the job's load says so
+        return None, None
+
+
+def _header(path):
+    """The JSON header of a safetensors file: {tensor name: {"dtype", "shape", "data_offsets"}}."""
+    with open(path, "rb") as fh:
+        (size,) = struct.unpack("<Q", fh.read(8))
+        return json.loads(fh.read(size))
 
 
 def _model_files(config):
     if config["model"] == DEMO_MODEL:
         return [os.path.join(model_path(config), "config.json")]
+    if is_gguf(config["model"]):
+        return [os.path.join(model_path(config), name) for name in GGUF_OUTPUTS]
     if os.path.isdir(config["model"]):
         return [os.path.join(config["model"], "config.json")]
     return []

@@ -15,6 +15,11 @@ prompt, token); columns:
     token          string  the token's text
     token_id       int32   its id
     segment        string  "prompt" or "response"
+    at_position    bool    true on the tokens the trait's vector was read at (vector.position: the
+                           prompt's last token for prompt_last, its response tokens for response, ...;
+                           special tokens never), so a prompt's score at that position is the mean
+                           of proj_L{l}_{point} over its rows where it is true. A vector that records
+                           no position is scored over its response tokens.
     proj_L{l}_{point}  float32  h . v / ||v|| at layer l and point (residual_in,
                            after_attn, residual_out), layer-major: L x 3 columns
     cos_L{l}_{point}   float32  the cosine h . v / (||h|| ||v||) = projection / ||h||
@@ -77,7 +82,7 @@ def cosine(projections, norms):
     return np.divide(projections, norms, out=np.zeros_like(projections), where=norms > 0)
 
 
-def build_table(prompts, category=None, prompt_columns=None):
+def build_table(prompts, category=None, prompt_columns=None, position=None, special_ids=()):
     """A pyarrow Table from one trait's prompts.
 
     prompts: iterable of dicts with prompt_set, prompt_index, tokens (strings,
@@ -86,9 +91,11 @@ def build_table(prompts, category=None, prompt_columns=None):
     prompt_index within each set. Every prompt must have the same L.
     prompt_columns: {column: [value per prompt, in the order given]} (prompt_id,
     fields, labels: traitflow.experiment.prompt_columns), placed after prompt_index.
+    position: the trait's vector position: adds at_position (tokens in special_ids never count).
     """
     import pyarrow as pa
 
+    from ..experiment.examples import position_mask
     from ..experiment.prompt_columns import arrow_columns
 
     prompts = list(prompts)
@@ -109,6 +116,7 @@ def build_table(prompts, category=None, prompt_columns=None):
     token_index = np.empty(rows, dtype=np.int32)
     response = np.empty(rows, dtype=bool)
     token_ids = np.empty(rows, dtype=np.int32)
+    at_position = np.zeros(rows, dtype=bool)
     tokens, sets = [], []
     r = 0
     for p, n in zip(prompts, lengths):
@@ -124,6 +132,8 @@ def build_table(prompts, category=None, prompt_columns=None):
         token_index[r:r + n] = np.arange(n)
         response[r:r + n] = np.arange(n) >= p["n_prompt"]
         token_ids[r:r + n] = p["token_ids"]
+        if position is not None:
+            at_position[r:r + n] = position_mask(position, p["n_prompt"], list(p["token_ids"]), special_ids)
         tokens.extend(p["tokens"])
         sets.extend([p["prompt_set"]] * n)
         r += n
@@ -136,6 +146,7 @@ def build_table(prompts, category=None, prompt_columns=None):
         "token": pa.array(tokens, type=pa.string()),
         "token_id": pa.array(token_ids),
         "segment": pa.array(np.where(response, "response", "prompt"), type=pa.string()),
+        **({"at_position": pa.array(at_position)} if position is not None else {}),
     }
     for kind, values in (("proj", proj), ("cos", cos)):
         columns.update({name: pa.array(values[k]) for k, name in enumerate(value_columns(kind, n_layers))})
@@ -189,11 +200,11 @@ def read_prompt(path, prompt_index, prompt_set="default"):
             "norms": norms}
 
 
-def build_partition(captures, out_path, category=None, prompt_columns=None):
+def build_partition(captures, out_path, category=None, prompt_columns=None, position=None, special_ids=()):
     """Tabulate one trait: captures is [(prompt_set, prompt_index, all-layers .pt path)], prompt_columns
-    {column: [value per capture]}; returns the table written."""
+    {column: [value per capture]}, position and special_ids as build_table's; returns the table written."""
     table = build_table((read_prompt(path, i, prompt_set) for prompt_set, i, path in captures), category,
-                        prompt_columns)
+                        prompt_columns, position, special_ids)
     write_table(table, out_path)
     return table
 

@@ -74,20 +74,29 @@ def file_pattern(path, stem):
 
 
 def plan_vectors(plan):
-    """{trait: method, layer, whether our extraction made the vector}: the vector quality table's rows."""
-    from ..experiment.vectors import EXTRACTED_METHODS
+    """{trait: method, layer, position, extracted here?, metadata file}: the vector quality table's rows."""
+    from ..experiment.vectors import EXTRACTED_METHODS, metadata_path
 
-    return {t.name: {"method": t.method, "layer": t.layer, "extracted": t.extract and t.method in EXTRACTED_METHODS}
+    return {t.name: {"method": t.method, "layer": t.layer, "position": t.position,
+                     "extracted": t.extract and t.method in EXTRACTED_METHODS, "metadata": metadata_path(t.vector_path)}
             for t in plan.ok_traits}
 
 
 def vector_metadata_files(plan):
-    """Each trait's vector metadata file: extraction writes one; a vector brought in may come with one."""
-    from ..experiment.vectors import metadata_path
+    """Each trait's vector metadata file (extraction writes one; a vector brought in may come with one), and an
+    extracted trait's probe's at every position and layer (the held-out accuracy table)."""
+    from ..experiment.examples import position_folder
+    from ..experiment.vectors import metadata_path, vector_filename
 
-    vectors = plan_vectors(plan)
-    return [metadata_path(t.vector_path) for t in plan.ok_traits
-            if vectors[t.name]["extracted"] or os.path.exists(metadata_path(t.vector_path))]
+    files = []
+    for t in plan.ok_traits:
+        extracted, meta = plan_vectors(plan)[t.name]["extracted"], metadata_path(t.vector_path)
+        files += [meta] if extracted or os.path.exists(meta) else []
+        if extracted:
+            base = os.path.dirname(t.vector_path).removesuffix("/" + position_folder(t.position))
+            files += [metadata_path(os.path.join(base, position_folder(p), vector_filename("probe", layer)))
+                      for p in t.positions for layer in range(plan.n_layers)]
+    return list(dict.fromkeys(files))
 
 
 def prompt_ids(plan, indices):
@@ -308,18 +317,12 @@ def vector_quality_rows(vectors, metadata, hidden_size=None, model=None):
         meta = metadata.get(trait) or {}
         n_pos, n_neg = meta.get("n_positive"), meta.get("n_negative")
         examples = f"{n_pos} / {n_neg}" if n_pos is not None and n_neg is not None else None
-        notes = []
-        if v.get("extracted"):
-            source = "extracted here from the trait's examples"
-        else:
-            source = "brought its own vector"
-            if examples is None:
-                notes.append("no examples: the vector came with the trait, so its quality is not measured here")
+        source = "extracted here from the trait's examples" if v.get("extracted") else "brought its own vector"
+        notes = ["no examples: the vector came with the trait, so its quality is not measured here"
+                 ] if examples is None and not v.get("extracted") else []
         train = meta.get("train_accuracy")
-        if train is None:
-            train_cell = "n/a (not a classifier)" if v["method"] == "mean_diff" and v.get("extracted") else NOT_MEASURED
-        else:
-            train_cell = _accuracy(train)
+        train_cell = _accuracy(train) if train is not None else (
+            "n/a (not a classifier)" if v["method"] == "mean_diff" and v.get("extracted") else NOT_MEASURED)
         heldout = _accuracy(meta.get("heldout_accuracy"), meta.get("heldout_n"), meta.get("heldout"))
         if heldout is None and "heldout_accuracy" in meta:
             heldout = f"{NOT_MEASURED} (too few examples to hold some out)"
@@ -335,6 +338,7 @@ def vector_quality_rows(vectors, metadata, hidden_size=None, model=None):
                          "scores say little about the trait")
         if model and meta.get("model") and meta["model"] != model:
             notes.append(f"extracted from {meta['model']}, not {model}")
+        source += f", read at {meta['position']} ({meta.get('presentation')} examples)" if meta.get("position") else ""
         rows.append({"trait": trait, "method": v["method"], "layer": v["layer"], "source": source,
                      "examples (positive / negative)": examples or "none",
                      "train accuracy": train_cell, "held-out accuracy": heldout or NOT_MEASURED,
@@ -343,26 +347,45 @@ def vector_quality_rows(vectors, metadata, hidden_size=None, model=None):
 
 
 def find_metadata(vectors, paths):
-    """{trait: its vector's metadata}, from metadata file paths ({exp}/{trait}/extraction/vectors/
-    {method}_layer{L}_metadata.json); {} for a trait without one."""
+    """{trait: its vector's metadata (vectors[trait]["metadata"], where among paths), or {}}."""
     from ..experiment.vectors import read_metadata
 
-    found = {}
-    for trait, v in vectors.items():
-        name = f"/{trait}/extraction/vectors/{v['method']}_layer{v['layer']}_metadata.json"
-        path = next((p for p in paths if ("/" + p).endswith(name)), None)
-        # read_metadata takes the vector's path (.pt or .safetensors: the metadata's name is the same)
-        found[trait] = read_metadata(path[: -len("_metadata.json")] + ".pt") if path else {}
-    return found
+    # read_metadata takes the vector's path (.pt or .safetensors: the metadata's name is the same)
+    return {trait: read_metadata(v["metadata"][: -len("_metadata.json")] + ".pt") if v.get("metadata") in paths
+            else {} for trait, v in vectors.items()}
 
 
-def vector_quality_html(rows):
+def heldout_table(paths, vectors):
+    """(columns, rows): the probe's held-out accuracy per (trait, position) row and layer column, from
+    extraction's metadata files, with the best layer and the position and layer each trait projects."""
+    from ..experiment.vectors import heldout_by_position
+
+    table = heldout_by_position(paths)
+    layers = sorted({layer for acc in table.values() for layer in acc})
+    rows = []
+    for (trait, position, presentation), acc in table.items():
+        scored = {layer: a for layer, a in acc.items() if a is not None}
+        best = max(scored, key=lambda layer: (scored[layer], -layer)) if scored else None
+        used = vectors.get(trait)
+        mark = f" (projected at L{used['layer']})" if used and (used["position"] or "all") == position else ""
+        rows.append([trait, position + mark, presentation, f"L{best} ({scored[best]:.2f})" if scored else NOT_MEASURED]
+                    + [acc.get(layer) for layer in layers])
+    return ["trait", "position", "presentation", "best layer"] + [f"L{layer}" for layer in layers], rows
+
+
+def vector_quality_html(rows, heldout=None):
+    """The vector quality page: a row per trait, then (heldout: heldout_table) accuracy per position and layer."""
     columns = list(rows[0]) if rows else ["trait"]
     body = ["<p>How much to trust each trait's vector, from its metadata file "
             "(<code>extraction/vectors/{method}_layer{L}_metadata.json</code>). Held-out accuracy is the probe's "
             "accuracy on examples it was not trained on; train accuracy alone says little when there are fewer "
             "examples than the model has dimensions.</p>",
             table_html(columns, [[r[c] for c in columns] for r in rows], "vector-quality")]
+    if heldout and heldout[1]:
+        body += ["<h2>Held-out accuracy per position and layer</h2>",
+                 "<p>The probe's 5-fold cross-validated accuracy on the trait's examples read at each position "
+                 "(<code>vector.position</code>) and layer: on a chat model, where a vector is read decides all.</p>",
+                 table_html(*heldout, "heldout-by-layer")]
     return html_page("Vector quality per trait", "\n".join(body))
 
 

@@ -9,6 +9,10 @@ nothing. No directory is ever listed. A malformed URL (a NUL byte, a bad %-escap
 escapes that are not UTF-8) is answered 400, a malformed or unsatisfiable Range 416;
 no request ends in a traceback or a dropped connection.
 
+Only requests addressed to this machine are answered (host_allowed): a page of another site
+that has its name re-pointed at 127.0.0.1 (DNS rebinding) sends its own name as `Host:` and
+gets 403, so it cannot read an experiment.
+
 Single byte ranges (`Range: bytes=a-b`, `a-`, `-n`) are answered with 206 Partial
 Content: the viewer reads a shared per-prompt .safetensors file a few byte ranges
 at a time (header, residual norms, one token's attention rows) instead of whole.
@@ -18,6 +22,7 @@ import argparse
 import email.utils
 import errno
 import functools
+import ipaddress
 import os
 import re
 import posixpath
@@ -28,7 +33,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 from ..core.damage import program as _program
 
-VIEWER_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "viewer")
+VIEWER_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "viewer")
 _RANGE = re.compile(r"^bytes=([^-]*)-([^-]*)$")
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # Byte positions longer than this many digits are past any file (10**19 bytes = 10 EB). Never int() them:
@@ -63,6 +68,28 @@ def parse_range(header, size):
         return "invalid"
     end = min(_position(m[2]), size - 1) if m[2] else size - 1
     return (start, end) if start < size else "unsatisfiable"
+
+
+_HOST = re.compile(r"(\[[0-9a-f:.]*\]|[^:\[\]]*)(?::[0-9]*)?")
+
+
+def host_allowed(header, bound):
+    """Whether a Host header names this server as no other site can, with or without a port: localhost,
+    a loopback address (127.x.x.x, [::1]), or the bound address or --host name (bound: those names); when
+    bound to every interface (0.0.0.0), any IP address. No Host (HTTP/1.0) is not a browser: allowed."""
+    if header is None:
+        return True
+    m = _HOST.fullmatch(header.strip().lower())
+    name = m and m[1].strip("[]").rstrip(".")
+    if not name:
+        return False
+    if name == "localhost" or name in bound:
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False  # a DNS name: what a rebinding page sends
+    return address.is_loopback or any(b in ("0.0.0.0", "::") for b in bound)
 
 
 class BadURL(ValueError):
@@ -125,6 +152,25 @@ class ViewerHandler(SimpleHTTPRequestHandler):
         if local != root and not local.startswith(root.rstrip(os.sep) + os.sep):
             return ""  # a symlink (or a crafted path) leading out of the folder
         return local + "/" if raw.endswith("/") else local
+
+    def parse_request(self):
+        """The parent's parsing, then the Host check: 403 with one line for a name that is not this machine's."""
+        if not super().parse_request():
+            return False
+        hosts = self.headers.get_all("Host") or [None]
+        if len(hosts) == 1 and host_allowed(hosts[0], self.server.bound_names):
+            return True
+        body = (b"403 Forbidden: this server answers only requests addressed to localhost or its own address; "
+                b"open the URL `make view` printed\n")
+        self.close_connection = True
+        self.send_response(403)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+        return False
 
     def list_directory(self, path):
         """Never list a folder (the parent lists any folder without an index.html)."""
@@ -205,6 +251,7 @@ def make_server(workdir, experiment, host="127.0.0.1", port=0, viewer_dir=VIEWER
     mounts = {"viewer": os.path.abspath(viewer_dir), "experiments": os.path.abspath(os.path.join(workdir, "experiments"))}
     server = ViewerServer((host, port), functools.partial(ViewerHandler, mounts=mounts))
     server.experiment = experiment
+    server.bound_names = {host.lower(), server.server_address[0]}  # the Host names it answers besides loopback
     return server
 
 

@@ -8,7 +8,9 @@ Two checks, so that damage is found whether or not a job recorded its files:
   shared .safetensors, responses, any JSON, Parquet footers, CSV rows against
   their Parquet twin, PNG and HTML ends.
 A damaged file is listed with its problem; with --remove it is deleted (a figure
-inside a report folder takes its folder, which is what Snakemake tracks), so the
+inside a report folder takes its folder, which is what Snakemake tracks; only ever
+inside the experiment's outputs: traitflow.core.confine; a manifest that lists a file
+elsewhere is itself called damaged, and goes instead), so the
 next run rebuilds exactly the jobs that wrote them: the plan requests every file a
 finished job's manifest lists that is missing, and every declared output.
 
@@ -22,24 +24,27 @@ import os
 import shlex
 import sys
 
-from ..core.damage import describe, is_output, removal_target
-from ..core.errors import TraitflowError
-from ..core.manifests import damaged_files, find_manifests, read_manifest
+from ..core.confine import Confinement, check_experiment, kept_lines, location
+from ..core.damage import describe, in_output_folder, removal_target
+from ..core.errors import TraitflowError, error_line
+from ..core.manifests import damaged_files, find_manifests, listed_files, read_manifest
 
 SKIP = (".gitignore", ".snakemake_timestamp")
 # Hidden files in output folders are atomic_write's temporaries: removed when their job reruns.
 
 
-def output_files(exp_dir):
-    """Every generated file of an experiment found on disk: its output folders, and extracted vectors."""
+def output_files(exp_dir, everything=False):
+    """Every generated file of an experiment found on disk: its output folders, and extracted vectors
+    (everything: with the temporaries, markers and symlinks to folders verify skips, for `make clean`)."""
     found = []
     for folder, dirs, files in os.walk(exp_dir):
         dirs.sort()
-        for name in sorted(files):
+        links = [d for d in dirs if os.path.islink(os.path.join(folder, d))] if everything else []
+        for name in sorted(files + links):
             path = os.path.join(folder, name)
-            if name.startswith(".") or name in SKIP:
+            if not everything and (name.startswith(".") or name in SKIP):
                 continue
-            if is_output(path):
+            if in_output_folder(os.path.relpath(path, exp_dir).split(os.sep), path):
                 found.append(path)
     return found
 
@@ -145,6 +150,7 @@ def find_damaged(experiment, hashes=True):
     """([(path, problem)] damaged, [(path, manifest)] missing) for an experiment, from the current directory."""
     exp_dir = os.path.join("experiments", experiment)
     damaged, missing, vouched = [], [], set()
+    confined = Confinement(experiment, listed=listed_files(experiment))
     for manifest_path in find_manifests(experiment):
         try:
             manifest = read_manifest(manifest_path)
@@ -155,6 +161,10 @@ def find_damaged(experiment, hashes=True):
             damaged.append((manifest_path, f"cannot be read ({describe(err)})"))
             continue
         if manifest is None:
+            continue
+        foreign = next((r.path for r in manifest.files if confined.misplaced(location(r.path))), None)
+        if foreign:  # never judged, never removed: the manifest goes, and its job rewrites it
+            damaged.append((manifest_path, f"lists {foreign}, which is not an output of experiments/{experiment}"))
             continue
         found = damaged_files(manifest, hashes=hashes)
         for d in found:
@@ -172,17 +182,10 @@ def find_damaged(experiment, hashes=True):
     return sorted(damaged), sorted(missing)
 
 
-def remove(paths):
-    import shutil
-
-    removed = []
-    for target in dict.fromkeys(removal_target(p) for p in paths):
-        if os.path.isdir(target):
-            shutil.rmtree(target)
-        elif os.path.lexists(target):
-            os.unlink(target)
-        removed.append(target)
-    return removed
+def remove(experiment, paths):
+    """([removed], [(path, why kept)]): each damaged file (or the folder Snakemake tracks it by), where
+    traitflow.core.confine allows (never a tracked file, nor outside the experiment's outputs)."""
+    return Confinement(experiment, listed=listed_files(experiment)).remove(removal_target(p) for p in paths)
 
 
 def main(argv=None):
@@ -199,6 +202,11 @@ def main(argv=None):
         print(f"traitflow [verify] error: {args.workdir}: cannot enter the workflow directory ({describe(err)}); "
               "fix: pass --workdir the folder holding experiments/", file=sys.stderr)
         return 1
+    try:
+        check_experiment(args.exp, then="nothing checked or removed")
+    except TraitflowError as err:
+        print(error_line("verify", err), file=sys.stderr)
+        return 1
     exp = shlex.quote(args.exp)
     if not os.path.isdir(os.path.join("experiments", args.exp)):
         print(f"traitflow [verify] error: experiments/{args.exp}: experiment not found; fix: pass EXP=NAME of a "
@@ -214,9 +222,15 @@ def main(argv=None):
               + (f" ({len(missing)} missing: the next run rebuilds them)" if missing else ""))
         return 0
     if args.remove:
-        removed = remove([p for p, _ in damaged])
+        removed, kept = remove(args.exp, [p for p, _ in damaged])
+        for line in kept_lines("verify", kept):
+            print(line, file=sys.stderr)
         print(f"traitflow [verify] removed {len(removed)} damaged output(s): {', '.join(removed)}; rebuild them with "
               f"`snakemake --cores all --config experiment={exp}`")
+        if kept:
+            print(error_line("verify", f"experiments/{args.exp}: {len(kept)} damaged file(s) not removed (above); fix: "
+                             "remove them yourself if the workflow wrote them"), file=sys.stderr)
+            return 1
         return 0
     print(f"traitflow [verify] error: experiments/{args.exp}: {len(damaged)} damaged output(s); fix: "
           f"`make verify EXP={exp} FIX=1` removes them, then `snakemake --cores all --config experiment={exp}` "

@@ -58,7 +58,7 @@ def _read_json(path):
     return load_json(path)
 
 
-def build_index(exp_dir, files, experiment, model, n_layers, traits, prompt_refs=None, left_out=None):
+def build_index(exp_dir, files, experiment, model, n_layers, traits, prompt_refs=None, left_out=None, variants=False):
     """The index dict for the files listed (paths as given to Snakemake, i.e. under exp_dir).
 
     traits: {name: {"method": str, "vector_layer": int}} in display order. Prompts
@@ -70,6 +70,7 @@ def build_index(exp_dir, files, experiment, model, n_layers, traits, prompt_refs
     "index" in the viewer is its position there (unique across sets), with its set and
     "set_index" beside it (default: the default set, then the others by name).
     left_out: {trait: why} for traits the plan left out (shown by the viewer).
+    variants: whether the experiment compares model variants (variants/viewer.json exists then).
     """
     prompts, shared, entries, overview = {}, {}, {name: {} for name in traits}, None
     for path in files:
@@ -112,6 +113,7 @@ def build_index(exp_dir, files, experiment, model, n_layers, traits, prompt_refs
         "traits": [{"name": name, "category": name.split("/")[0] if "/" in name else None, **traits.get(name, {})}
                    for name in entries],
         "left_out": dict(left_out or {}),
+        "variants": bool(variants),
         "prompt_sets": list(dict.fromkeys(ref[0] for ref in refs if ref in prompts)),
         "prompts": [prompts[ref] for ref in refs if ref in prompts],
         "files": {name: renumber(per) for name, per in entries.items()},

@@ -4,6 +4,7 @@ A method with no vector for some traits is left out of those traits' dynamics wi
 a warning; the per-token arithmetic itself is traitflow.outputs.dynamics.
 """
 
+import os
 import sys
 
 from ..core.errors import TraitflowError
@@ -30,7 +31,8 @@ def resolve_methods(plan, trait, methods, layer):
         if name == trait.method:
             path = trait.vector_path
         elif trait.extract and name in EXTRACTED_METHODS:
-            path = f"{vectors_dir}/{name}_layer{trait.layer}.pt"  # made by the extract rule
+            # made by the extract rule, beside the trait's own (in its vector.position's folder)
+            path = f"{os.path.dirname(trait.vector_path)}/{name}_layer{trait.layer}.pt"
         elif (name, trait.layer) in on_disk:
             path = on_disk[(name, trait.layer)]
         else:

@@ -92,26 +92,36 @@ def experiment_config(exp, root="."):
 
 
 def main(argv=None):
+    from ..core.confine import Confinement, check_experiment, kept_lines
+    from ..core.errors import TraitflowError, error_line
     from ..experiment.prompt_sets import experiment_prompt_counts
 
     parser = argparse.ArgumentParser(prog="python -m traitflow.plan.orphans", description=__doc__.split("\n")[0])
     parser.add_argument("experiment")
     parser.add_argument("--delete", action="store_true", help="remove the files listed")
     args = parser.parse_args(argv)
+    try:  # `..` would make experiments/.. the repository: its prompt_N files are not this experiment's
+        check_experiment(args.experiment, then="nothing removed")
+    except TraitflowError as err:
+        print(error_line("orphans", err), file=sys.stderr)
+        return 1
     exp_dir = os.path.join("experiments", args.experiment)
     counts = experiment_prompt_counts(experiment_config(args.experiment), exp_dir)
-    orphans = orphan_outputs(exp_dir, counts)
-    for path, _, _ in orphans:
+    orphans = [path for path, _, _ in orphan_outputs(exp_dir, counts)]
+    for path in orphans:
         print(path)
-        if args.delete:
-            os.remove(path)
+    kept = []
     if args.delete:
-        for folder in {os.path.dirname(p) for p, _, _ in orphans}:  # an emptied set folder goes too
+        orphans, kept = Confinement(args.experiment).remove(orphans)
+        for line in kept_lines("orphans", kept):
+            print(line, file=sys.stderr)
+        for folder in {os.path.dirname(p) for p in orphans}:  # an emptied set folder goes too
             if os.path.isdir(folder) and not os.listdir(folder):
                 os.rmdir(folder)
     print(f"{'removed' if args.delete else 'found'} {len(orphans)} file(s) of prompts no longer in "
           f"{exp_dir}", file=sys.stderr)
+    return 1 if kept else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -19,9 +19,11 @@ from ..experiment.prompt_sets import (DEFAULT_SET, SET_NAME, check_prompt_length
                           plan_prompts, prompt_set_files, prompts_source, set_source)
 from ..experiment.config_check import check_config  # noqa: F401 (the Snakefile imports it from here)
 from ..experiment.layouts import no_traits_error, resolve_layout
-from ..model.model_facts import DEMO_MODEL, _model_files, model_config, model_dir, model_path  # noqa: F401
-from ..experiment.traits import (FEW_EXAMPLES, TraitPlan, discover_traits, experiment_not_found, plan_trait,  # noqa: F401
-                     resolve_trait_names, trait_name_problem)
+from ..model.model_facts import (DEMO_MODEL, _model_files, model_config, model_dir, model_path,  # noqa: F401
+                                 planned_chat_template)
+from ..model.gguf import is_gguf  # noqa: F401 (rules/staleness.smk)
+from ..experiment.traits import (FEW_EXAMPLES, TraitPlan, discover_traits, example_length_problem,  # noqa: F401
+                                 experiment_not_found, plan_trait, resolve_trait_names, trait_name_problem)
 from ..experiment.vectors import vector_problems
 
 
@@ -119,7 +121,8 @@ def make_plan(config):
     runnable = [t for t in plan.traits.values() if t.error is None]
     bad = vector_problems([t.vector_path for t in runnable], plan.hidden_size)
     for t in runnable:
-        t.error = bad.get(t.vector_path)
+        t.error = bad.get(t.vector_path) or (example_length_problem(t, model_dir(config), plan.context)
+                                             if t.examples and plan.context else None)
     if not plan.ok_traits:
         raise TraitflowError(exp_dir, "no trait can run: " + " | ".join(
             f"trait '{t.name}': {t.error}" for t in plan.traits.values()))

@@ -4,7 +4,7 @@
 
 import { stripInteractions } from "./draw.js";
 import { setupOverviewControls } from "./overview.js";
-import { MEASURES, STATS, actions, promptName, promptSets, promptsOfSet, readParams, state } from "./state.js";
+import { MEASURES, SCALES, STATS, actions, promptName, promptSets, promptsOfSet, readParams, state } from "./state.js";
 import { setupTokenControls } from "./tokens.js";
 import { $, el, fillSelect, shortText } from "./util.js";
 
@@ -46,6 +46,7 @@ export function setupControls() {
   fillSelect($("layer-select"), [...Array(ix.n_layers).keys()].map((l) => [l, `layer ${l}`]), state.layer);
   fillSelect($("measure-select"), Object.keys(MEASURES).map((m) => [m, m]), state.measure);
   fillSelect($("stat-select"), Object.keys(STATS).map((s) => [s, s]), state.stat);
+  fillSelect($("scale-select"), Object.entries(SCALES), state.scale);
   const on = (id, apply) => $(id).addEventListener("change", (e) => { apply(e.target.value); actions.update(); });
   on("trait-select", (v) => { state.trait = v; });
   on("set-select", (v) => {
@@ -60,6 +61,7 @@ export function setupControls() {
   on("layer-select", (v) => { state.layer = Number(v); });
   on("measure-select", (v) => { state.measure = v; });
   on("stat-select", (v) => { state.stat = v; });
+  on("scale-select", (v) => { state.scale = v; });
   on("method-select", (v) => { state.method = v; });
   on("deepdive-layer-select", (v) => { state.deepLayer = Number(v); });
   $("overview-button").addEventListener("click", () => actions.openOverview());
@@ -87,4 +89,5 @@ export function syncControls() {
   $("layer-select").value = String(state.layer);
   $("measure-select").value = state.measure;
   $("stat-select").value = state.stat;
+  $("scale-select").value = state.scale;
 }

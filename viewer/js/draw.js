@@ -70,7 +70,8 @@ function rowHeight(n) {
   return n <= 20 ? ROW : Math.max(6, Math.min(ROW, Math.floor(MATRIX_HEIGHT / n)));
 }
 
-// rows: [{label, values}] drawn top to bottom; columns: [{index, token}], one per value (the window).
+// rows: [{label, values}] drawn top to bottom; columns: [{index, token}], one per value (the window);
+// colour(v, row) fills a cell.
 // band: optional extra {height, draw(svg, y)} under the token labels (the logit lens).
 export function drawMatrix(container, { rows, columns, nPrompt, colour, selected, onSelect, describe, win, matches,
   band }) {
@@ -87,7 +88,7 @@ export function drawMatrix(container, { rows, columns, nPrompt, colour, selected
     }
     row.values.forEach((v, c) => {
       const rect = svgEl("rect", { x: LEFT + c * cw, y: TOP + r * rh, width: cw, height: rh,
-        fill: colour(v), class: "cell", "data-row": r, "data-token": columns[c].index, "data-value": v,
+        fill: colour(v, row), class: "cell", "data-row": r, "data-token": columns[c].index, "data-value": v,
         ...(row.layer === undefined ? {} : { "data-layer": row.layer }) });
       svg.appendChild(describe ? titled(rect, describe(row, columns[c], v)) : rect);
     });
@@ -179,7 +180,7 @@ export function drawStrip(canvas, { T, nRows, value, rgb, win, selected, nPrompt
   const image = new ImageData(Math.max(1, keys), nRows);
   for (let r = 0; r < nRows; r++) {
     for (let t = 0; t < keys; t++) {
-      const c = rgb(value(r, t));
+      const c = rgb(value(r, t), r);
       const i = (r * keys + t) * 4;
       image.data[i] = c[0]; image.data[i + 1] = c[1]; image.data[i + 2] = c[2]; image.data[i + 3] = 255;
     }

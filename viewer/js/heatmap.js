@@ -2,7 +2,7 @@
 // and the logit lens (a row of top-1 predictions under the tokens, and in every hover).
 
 import { LEFT, drawMatrix, drawStrip, windowColumns } from "./draw.js";
-import { colourBar, diverging, divergingRGB } from "./scales.js";
+import { colourBar, diverging, divergingRGB, heatmapScale, layerGrowth, scaleNote } from "./scales.js";
 import { MEASURES, actions, currentName, measureName, pointIndex, state } from "./state.js";
 import { $, fmt, note, shortToken, showToken, svgEl, titled } from "./util.js";
 
@@ -80,21 +80,26 @@ export function renderHeatmap(base, cap, win, matches) {
   }
   const { tokens, nPrompt } = base.toks;
   const rows = [];
-  let limit = 0;
   for (let l = cap.L - 1; l >= 0; l--) {
     const values = [];
     for (let t = win.start; t < win.end; t++) values.push(score(t, l, p));
     rows.push({ label: `layer ${l}`, layer: l, values });
-    for (let t = 0; t < cap.T; t++) limit = Math.max(limit, Math.abs(score(t, l, p))); // one scale for every window
   }
+  // Over every token, not the window: the colours stay put while the window moves.
+  // auto reads how much the residual norm grows with depth (the score's own size without a shared file).
+  const size = base.norms ? (t, l) => base.norms.data[(t * cap.L + l) * cap.P + p] : (t, l) => score(t, l, p);
+  const growth = { factor: layerGrowth(size, cap.T, cap.L), of: base.norms ? "residual norm" : "|score|" };
+  const scale = heatmapScale((t, l) => score(t, l, p), cap.T, cap.L, state.scale, growth);
+  const limit = (l) => scale.limits[l];
   const lens = base.lens;
   const withLens = (text) => (text ? `\n${text}` : "");
   const svg = drawMatrix(view, {
-    rows, columns: windowColumns(tokens, win), nPrompt, colour: (v) => diverging(v, limit), selected: state.token,
-    onSelect: (t, r) => actions.select(t, rows[r] ? rows[r].layer : undefined), win, matches,
+    rows, columns: windowColumns(tokens, win), nPrompt, colour: (v, row) => diverging(v, limit(row.layer)),
+    selected: state.token, onSelect: (t, r) => actions.select(t, rows[r] ? rows[r].layer : undefined), win, matches,
     band: lens ? lensBand(lens, tokens, win) : null,
     describe: (row, col, v) => `${row.label}, token #${col.index} ${JSON.stringify(col.token)}: `
-      + `${measureName()} ${fmt(v)}` + withLens(lensText(lens, col.index, row.layer)),
+      + `${measureName()} ${fmt(v)} (colour scale \u00b1${fmt(limit(row.layer))})`
+      + withLens(lensText(lens, col.index, row.layer)),
   });
   svg.addEventListener("mouseover", (event) => {
     const cell = event.target.closest(".cell");
@@ -107,14 +112,20 @@ export function renderHeatmap(base, cap, win, matches) {
     $("heatmap-hover").textContent = `layer ${l}, token #${t} \u201c${showToken(tokens[t])}\u201d: `
       + `projection ${fmt(proj)}`
       + (Number.isFinite(norm) ? `, norm ${fmt(norm)}, cosine ${fmt(norm > 0 ? proj / norm : 0)}` : "")
+      + `; colour scale \u00b1${fmt(limit(l))}`
       + (lensPart ? ` \u2014 ${lensPart}` : "");
   });
   Object.assign(view.dataset, { trait: state.trait, prompt: state.prompt, point: state.point, measure: state.measure,
-    start: win.start, end: win.end, lens: lens ? "yes" : "no" });
-  colourBar($("heatmap-legend"), limit, MEASURES[state.measure]);
+    start: win.start, end: win.end, lens: lens ? "yes" : "no", scale: scale.mode, clipped: scale.clipped });
+  if (scale.mode === "layer") {
+    colourBar($("heatmap-legend"), 1, `${MEASURES[state.measure]}, each layer on its own scale (hover a cell)`,
+      { ticks: ["\u2212scale", "0", "+scale"], note: scaleNote(scale) });
+  } else {
+    colourBar($("heatmap-legend"), scale.common, MEASURES[state.measure], { note: scaleNote(scale) });
+  }
   $("heatmap-title").textContent = `${state.trait}, prompt ${currentName()}, ${state.point}, ${measureName()}`;
   drawStrip($("heatmap-strip"), { T: cap.T, nRows: cap.L, value: (r, t) => score(t, cap.L - 1 - r, p),
-    rgb: (v) => divergingRGB(v, limit), win, selected: state.token, nPrompt, matches });
+    rgb: (v, r) => divergingRGB(v, limit(cap.L - 1 - r)), win, selected: state.token, nPrompt, matches });
   if (!heatmapMarked) {
     heatmapMarked = true;
     performance.mark("traitflow-heatmap-drawn");

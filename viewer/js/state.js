@@ -5,6 +5,8 @@
 
 export const EXPERIMENT_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 export const MEASURES = { projection: "projection onto the trait vector", cosine: "cosine (projection / residual norm)" };
+// The heatmap's colour scale: per layer, since a real model's residual norm grows tens of times with depth.
+export const SCALES = { auto: "auto", layer: "per layer", sequence: "one for all layers" };
 export const STATS = { mean: "mean over response tokens", peak: "peak (largest |score|, signed) over response tokens" };
 const DEFAULT_SET = "default";
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
@@ -12,7 +14,8 @@ const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
 
 export const state = { exp: null, index: null, overview: null, page: "prompt", trait: null, prompt: null, point: null,
   layer: null, measure: "projection", stat: "mean", sort: null, sortDir: -1, group: null, token: null, method: null,
-  deepLayer: null, zoom: null, start: 0, search: "", set: null }; // token null: the first response token
+  deepLayer: null, zoom: null, start: 0, search: "", set: null, scale: "auto",
+  variant: null, from: null, diff: false }; // token null: the first response token; variant, from, diff: js/variants.js
 
 // What views call to change the page; app.js fills them in (views never import app.js).
 // update(), select(token, layer?), openPrompt(prompt, trait?), openOverview().
@@ -80,6 +83,7 @@ export function syncUrl(push = false) {
   params.set("point", state.point);
   params.set("layer", state.layer);
   if (state.measure !== "projection") params.set("measure", state.measure);
+  if (state.scale !== "auto") params.set("scale", state.scale);
   if (state.page === "overview") {
     params.set("stat", state.stat);
     if (state.sort) params.set("sort", `${state.sort}:${state.sortDir > 0 ? "asc" : "desc"}`);
@@ -87,6 +91,11 @@ export function syncUrl(push = false) {
   } else {
     if (state.token !== null) params.set("token", state.token);
     if (state.zoom !== null) params.set("zoom", state.zoom);
+  }
+  if (state.variant) {
+    params.set("variant", state.variant);
+    params.set("from", state.from);
+    if (state.diff) params.set("diff", "1");
   }
   const cacheMb = new URLSearchParams(location.search).get("cache_mb");
   if (cacheMb) params.set("cache_mb", cacheMb);
@@ -119,6 +128,7 @@ export function readParams() {
   const token = Number(params.get("token"));
   state.token = params.has("token") && Number.isInteger(token) && token >= 0 ? token : null;
   state.measure = Object.hasOwn(MEASURES, params.get("measure")) ? params.get("measure") : "projection";
+  state.scale = Object.hasOwn(SCALES, params.get("scale")) ? params.get("scale") : "auto";
   state.stat = Object.hasOwn(STATS, params.get("stat")) ? params.get("stat") : "mean";
   const zoom = params.get("zoom");
   state.zoom = zoom === "all" ? "all" : (Number.isInteger(Number(zoom)) && Number(zoom) > 0 ? Number(zoom) : null);
