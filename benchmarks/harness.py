@@ -56,6 +56,20 @@ class Table:
         return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in self.rows])
 
 
+def best_cpu(sides, repeats):
+    """{side: (best CPU s, best wall s)}, sides run interleaved after one warm-up each."""
+    for fn in sides.values():
+        fn()
+    cpu, wall = {k: [] for k in sides}, {k: [] for k in sides}
+    for _ in range(repeats):
+        for name, fn in sides.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            fn()
+            cpu[name].append(time.process_time() - start_cpu)
+            wall[name].append(time.perf_counter() - start)
+    return {k: (min(cpu[k]), min(wall[k])) for k in sides}
+
+
 def timed(fn, *args, **kwargs):
     start = time.perf_counter()
     result = fn(*args, **kwargs)

@@ -19,13 +19,13 @@ Target: lens <= 1.15x bare. The unembedding is the lens' cost; everything else i
 import argparse
 import os
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from gpu_smoke import build_model  # noqa: E402
+from harness import best_cpu  # noqa: E402
 from traitflow.model.capture import capture  # noqa: E402
 
 TARGET = 1.15
@@ -60,18 +60,7 @@ def measure(n_layers=2, tokens=300, vocab_size=256000, repeats=3, threads=1, see
         "lens": lambda: capture(model, [sequence], vectors, batch_size=1, lens_top_k=5),
         "bare": lambda: bare_lens(model, ids, hidden),
     }
-    for fn in sides.values():  # warm-up: allocator, kernels
-        fn()
-    cpu, wall = {name: [] for name in sides}, {name: [] for name in sides}
-    for _ in range(repeats):
-        for name, fn in sides.items():
-            start, start_cpu = time.perf_counter(), time.process_time()
-            fn()
-            cpu[name].append(time.process_time() - start_cpu)
-            wall[name].append(time.perf_counter() - start)
-        print("  CPU " + ", ".join(f"{k} {v[-1] * 1e3:.0f} ms" for k, v in cpu.items())
-              + "; wall " + ", ".join(f"{k} {v[-1] * 1e3:.0f} ms" for k, v in wall.items()), flush=True)
-    return {k: min(v) for k, v in cpu.items()}
+    return {k: cpu for k, (cpu, _) in best_cpu(sides, repeats).items()}
 
 
 def bench_lens(table, repeats, threads=1, **shape):

@@ -12,12 +12,15 @@ usage: python one_process.py WORKDIR
 import os
 import sys
 
+import torch
 import yaml
 
 from traitflow.model import extract
 from traitflow.model.capture import capture
 from traitflow.demo.spec import build_demo_model
-from traitflow.core.formats import all_layers_record, response_record, save_json, save_pt, to_json
+from traitflow.core.formats import all_layers_json, all_layers_record, response_record, save_json, save_pt
+from traitflow.core.shared import write_shared
+from traitflow.model.lens import plan_lens
 from traitflow.model.generate import encode_prompt, generate, stop_ids
 from traitflow.model.modeling import load_model, load_tokenizer
 from traitflow.experiment.vectors import EXTRACTED_METHODS, load_vector, metadata_path, vector_filename
@@ -67,19 +70,31 @@ def main(workdir):
 
     model = load_model(plan.model_path, cap["device"], cap["dtype"], eager=True)
     sequences = [r["prompt"]["token_ids"] + r["response"]["token_ids"] for r in responses]
-    for t in plan.ok_traits:
-        vector = load_vector(t.vector_path, model.config.hidden_size)
-        out_dir = os.path.join(plan.exp_dir, t.name, "inference", "residual_stream_activations")
-        for indices in plan.shards:
-            captures = capture(model, [sequences[i] for i in indices], vector[None], batch_size=cap["batch_size"])
-            for i, c in zip(indices, captures):
+    traits = plan.ok_traits
+    vectors = torch.stack([load_vector(t.vector_path, model.config.hidden_size) for t in traits])
+    top_k, layers = plan_lens(cap, plan.n_layers)
+    for indices in plan.shards:  # one pass per shard projects every trait, as the capture jobs do
+        captures = capture(model, [sequences[i] for i in indices], vectors, batch_size=cap["batch_size"],
+                           lens_top_k=top_k, lens_layers=layers)
+        for i, c in zip(indices, captures):
+            lens = None
+            if c.lens_ids is not None:
+                ids = sorted(set(c.lens_ids.flatten().tolist()))
+                lens = (c.lens_ids.numpy(), c.lens_probs.numpy(), dict(zip(ids, (tokenizer.decode([j]) for j in ids))),
+                        c.lens_layers)
+            shared = os.path.join(plan.exp_dir, "inference", "shared", f"prompt_{i}.safetensors")
+            write_shared(shared, sequences[i], responses[i]["prompt"]["n_tokens"], c.norms.numpy(),
+                         c.attention_codes.numpy(), lens, {"model": plan.model, "prompt_index": i})
+            for n, t in enumerate(traits):
+                path = os.path.join(plan.exp_dir, t.name, "inference", "residual_stream_activations",
+                                    f"prompt_{i}.pt")
                 meta = {"trait": t.name, "vector_path": t.vector_path, "method": t.method,
-                        "vector_layer": t.layer, "model": plan.model, "seed": responses[i]["seed"]}
-                record = all_layers_record(responses[i], c.projections[..., 0], c.attention, meta)
-                save_pt(record, os.path.join(out_dir, f"prompt_{i}.pt"))
+                        "vector_layer": t.layer, "model": plan.model, "seed": responses[i]["seed"],
+                        "shared_file": os.path.relpath(shared, os.path.dirname(path))}
+                record = all_layers_record(responses[i], c.projections[..., n], meta)
+                save_pt(record, path)
                 if cap["save_json"]:
-                    save_json(to_json(record), os.path.join(out_dir, f"prompt_{i}.json"))
-
+                    save_json(all_layers_json(record), path[:-3] + ".json")
 
 if __name__ == "__main__":
     main(sys.argv[1])

@@ -17,13 +17,12 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import REPO, Table  # noqa: E402
+from harness import REPO, Table, best_cpu  # noqa: E402
 from in_process import plain_forward  # noqa: E402
 from traitflow.experiment.prompt_sets import default_prompt_files  # noqa: E402
 from traitflow.experiment.prompts import read_prompts  # noqa: E402
@@ -60,20 +59,6 @@ def fixed_sequences(tokenizer, n=N_SEQUENCES, tokens=N_TOKENS):
     ids = tokenizer(" ".join(demo_texts() * 4))["input_ids"]
     assert len(ids) >= n * 7 + tokens, "too little text for the benchmark sequences"
     return [ids[7 * k:7 * k + tokens] for k in range(n)]
-
-
-def best_cpu(sides, repeats):
-    """{side: (best CPU s, best wall s)}, sides run interleaved after one warm-up each."""
-    for fn in sides.values():
-        fn()
-    cpu, wall = {k: [] for k in sides}, {k: [] for k in sides}
-    for _ in range(repeats):
-        for name, fn in sides.items():
-            start, start_cpu = time.perf_counter(), time.process_time()
-            fn()
-            cpu[name].append(time.process_time() - start_cpu)
-            wall[name].append(time.perf_counter() - start)
-    return {k: (min(cpu[k]), min(wall[k])) for k in sides}
 
 
 def hf_generate(model, prompt_ids, stop, new_tokens, pad_id):

@@ -39,7 +39,9 @@ def make_synthetic_experiment(root, name, n_traits, n_prompts, hidden_size=DEFAU
     Each trait_{k} gets a random {method}_layer{layer}.pt of hidden_size floats per method
     (probe for capture, mean_diff too because the default dynamics.methods reads it).
     """
-    make_workdir(root, {"experiment": name, "model": "traitflow-demo", **(config or {})})  # built by the workflow
+    # Steering needs labelled prompts, which a synthetic experiment has not: off, whatever the demo's config says.
+    make_workdir(root, {"experiment": name, "model": "traitflow-demo", "steering": {"enabled": False},
+                        **(config or {})})  # the model is built by the workflow
     exp = os.path.join(root, "experiments", name)
     rng = torch.Generator().manual_seed(seed)
     for k in range(n_traits):

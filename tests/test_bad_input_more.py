@@ -19,36 +19,9 @@ from traitflow.experiment.layouts import discover, resolve_layout, vectors_of
 from traitflow.experiment.vectors import load_vector
 from traitflow.plan.workflow import check_config, make_plan
 
-SCHEMA = os.path.join(REPO, "schemas", "config.schema.yaml")
+from test_bad_input import EXAMPLES, PROMPTS, SCHEMA, experiment, plan_error, write  # noqa: F401 (experiment: a fixture)
+
 CHAT_MODEL = os.path.join(REPO, "models", "traitflow-demo-chat")
-PROMPTS = "experiments/demo/inference_prompts.txt"
-EXAMPLES = {"positive.txt": "I refuse.\nNo, I will not.\n", "negative.txt": "Sure, here it is.\nGladly.\n"}
-
-
-def write(root, files):
-    for rel, content in files.items():
-        path = os.path.join(root, rel)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        if isinstance(content, torch.Tensor):
-            torch.save(content, path)
-        else:
-            with open(path, "wb") as fh:
-                fh.write(content if isinstance(content, bytes) else content.encode())
-
-
-@pytest.fixture
-def experiment(tmp_path, monkeypatch):
-    """An experiment folder (cwd = its workdir) with two prompts and one extractable trait."""
-    monkeypatch.chdir(tmp_path)
-    write(tmp_path, {PROMPTS: "What is 2+2?\nTell me a story.\n"})
-    write(tmp_path, {f"experiments/demo/refusal/extraction/{k}": v for k, v in EXAMPLES.items()})
-    return tmp_path
-
-
-def plan_error(**config):
-    with pytest.raises(TraitflowError) as info:
-        make_plan(make_config(**config))
-    return str(info.value)
 
 
 # ---- vectors --------------------------------------------------------------------------------

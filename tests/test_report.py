@@ -24,6 +24,7 @@ EXP = "experiments/demo"
 POINTS = ["residual_in", "after_attn", "residual_out"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TABLES, CROSS, HEATMAPS = "1. Tables", "2. Cross-trait trajectories", "3. Token x layer heatmaps"
+STEERING = "4. Steering: does the vector do anything?"  # the demo steers every trait
 # Size bounds (bytes; sizes, not times). Measured on the demo with 10 prompts shown: heatmaps 12-15 KB,
 # cross-trait plots 22-32 KB (palette PNGs; the RGBA PNGs before were 36-41 KB and 62-91 KB), the whole
 # report 4.4 MB, of which about 3 MB are Snakemake's own scripts and styles, the same for every report.
@@ -34,7 +35,8 @@ SHOWN = TEST_CONFIG["report"]["max_prompts"]  # prompts with figures (the defaul
 # (1.5 MB at 10 prompts); Snakemake's own scripts and styles add about 3 MB to any report.
 MAX_RESULTS = 150_000 * SHOWN
 MAX_REPORT = 3_500_000 + MAX_RESULTS
-MAX_DETAILS = 500  # characters of a figure's "Job parameters" (the 24 capture paths of before: 2.4 KB)
+MAX_DETAILS = 750  # characters of a figure's "Job parameters" (the 24 capture paths of before: 2.4 KB; each
+# trait's vector now names its extraction position too)
 
 
 def embedded(html, name):
@@ -79,7 +81,9 @@ def test_report_holds_the_tables_and_a_figure_per_trait_and_prompt_labelled_with
     traits, prompts = traits_and_prompts(workdir)
     shown = prompts[:SHOWN]
     categories, results = embedded(html, "categories"), embedded(html, "results")
-    assert sorted(categories) == [TABLES, CROSS, HEATMAPS]  # the menu sorts them: tables first
+    assert sorted(categories) == [TABLES, CROSS, HEATMAPS, STEERING]  # the menu sorts them: tables first
+    steering = [p for paths in categories[STEERING].values() for p in paths]
+    assert sorted(steering) == sorted(f"{EXP}/report/steering/{trait}.png" for trait in traits), steering
 
     heatmaps = categories[HEATMAPS]
     assert sorted(heatmaps) == sorted(traits)

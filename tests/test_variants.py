@@ -228,7 +228,7 @@ def test_a_one_model_demo_becomes_a_variants_experiment_rerunning_only_what_a_ch
     assert not os.path.exists(os.path.join(wd, "experiments/demo/variants"))
     shutil.copy(os.path.join(wd, "rules/variants.smk"), os.path.join(wd, "variants.smk.kept"))
     with open(os.path.join(wd, "rules/variants.smk"), "w") as fh:
-        fh.write("def variant_targets():\n    return []\n")
+        fh.write("VARIANTS = []\n\n\ndef variant_targets():\n    return []\n")
     snakefile = open(os.path.join(wd, "Snakefile")).read()
     open(os.path.join(wd, "Snakefile"), "w").write(snakefile.replace("use_vector_variant_model(config)", "pass"))
     assert jobs(wd) == {}

@@ -2,7 +2,7 @@
 
 The package root stays free of torch so that the Snakefile can import the
 workflow helpers at parse time without paying torch's start-up cost. Subpackages,
-bottom first: core, demo and experiment, model, plan, outputs (docs/architecture.md).
+bottom first: core, demo and experiment, model, plan, outputs, steering, variants (docs/architecture.md).
 """
 
 from .core.constants import SUBLAYERS, __version__  # noqa: F401 (public names: traitflow.SUBLAYERS)

@@ -112,32 +112,46 @@ def generate(model, prompt_ids, stop, max_new_tokens, temperature=0.0, top_p=1.0
 
     def run_batch(group):
         generators = [torch.Generator(device=device).manual_seed(prompt_seed(seed, prompt_ids[i])) for i in group]
-        ids, prompt_mask, positions = left_pad([prompt_ids[i] for i in group], pad_id, device)
-        B, width = ids.shape
-        # The mask for every step at once; step s reads its first width + s columns (no per-step cat).
-        mask = torch.cat([prompt_mask, torch.ones(B, max_new_tokens, dtype=prompt_mask.dtype, device=device)], 1)
-        tokens = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=device)
-        done = torch.zeros(B, dtype=torch.bool, device=device)
-        cache = None
-        for step in range(max_new_tokens):
-            result = model(input_ids=ids, attention_mask=mask[:, :width + step], position_ids=positions,
-                           past_key_values=cache, use_cache=True, logits_to_keep=1)
-            cache = result.past_key_values
-            nxt = _pick(result.logits[:, -1].float(), temperature, top_p, generators)
-            nxt = torch.where(done, pad_id, nxt)
-            tokens[:, step] = nxt
-            done |= torch.isin(nxt, stop_t)
-            # A host sync every few steps, not every token, to notice that all rows stopped.
-            if step % 8 == 7 and bool(done.all()):
-                break
-            ids = nxt[:, None]
-            positions = positions[:, -1:] + 1
-        for i, row in zip(group, tokens.cpu().tolist()):
+        rows = decode(model, [prompt_ids[i] for i in group], stop_t, pad_id, max_new_tokens, temperature, top_p,
+                      generators)
+        for i, row in zip(group, rows):
             out[i] = _until_stop(row, stop_set)
 
     lengths = [len(p) + max_new_tokens for p in prompt_ids]
     run_batched(lengths, batch_size, run_batch, what="prompt", token_budget=token_budget, labels=labels)
     return out
+
+
+def decode(model, prompts, stop_t, pad_id, max_new_tokens, temperature, top_p, generators, before_step=None):
+    """Token rows [B][max_new_tokens] (pad after a stop) for one left-padded batch, KV-cached.
+
+    before_step(step, mask, width), when given, runs before each forward pass (the prompt pass is
+    step 0): steering uses it to say which columns of that pass it acts on.
+    """
+    device = next(model.parameters()).device
+    ids, prompt_mask, positions = left_pad(prompts, pad_id, device)
+    B, width = ids.shape
+    # The mask for every step at once; step s reads its first width + s columns (no per-step cat).
+    mask = torch.cat([prompt_mask, torch.ones(B, max_new_tokens, dtype=prompt_mask.dtype, device=device)], 1)
+    tokens = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    cache = None
+    for step in range(max_new_tokens):
+        if before_step is not None:
+            before_step(step, mask, width)
+        result = model(input_ids=ids, attention_mask=mask[:, :width + step], position_ids=positions,
+                       past_key_values=cache, use_cache=True, logits_to_keep=1)
+        cache = result.past_key_values
+        nxt = _pick(result.logits[:, -1].float(), temperature, top_p, generators)
+        nxt = torch.where(done, pad_id, nxt)
+        tokens[:, step] = nxt
+        done |= torch.isin(nxt, stop_t)
+        # A host sync every few steps, not every token, to notice that all rows stopped.
+        if step % 8 == 7 and bool(done.all()):
+            break
+        ids = nxt[:, None]
+        positions = positions[:, -1:] + 1
+    return tokens.cpu().tolist()
 
 
 def _until_stop(row, stop):

@@ -14,8 +14,7 @@ import torch
 
 from .hooks import Steer, steering_hooks
 from ..model.batching import run_batched
-from ..model.capture import left_pad
-from ..model.generate import _pick, _until_stop, prompt_seed
+from ..model.generate import _until_stop, decode, prompt_seed
 
 POSITIONS = ("all", "prompt", "response")
 
@@ -67,29 +66,17 @@ def steered_generate(model, rows, stop, max_new_tokens, temperature=0.0, top_p=1
     def run_batch(group):
         batch = [rows[i] for i in group]
         generators = [torch.Generator(device=device).manual_seed(prompt_seed(seed, r.prompt_ids)) for r in batch]
-        ids, prompt_mask, positions = left_pad([r.prompt_ids for r in batch], pad_id, device)
-        B, width = ids.shape
-        mask = torch.cat([prompt_mask, torch.ones(B, max_new_tokens, dtype=prompt_mask.dtype, device=device)], 1)
-        tokens = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=device)
-        done = torch.zeros(B, dtype=torch.bool, device=device)
-        steer = batch_steer(batch, d_model, device, dtype)
-        where = steered_where(batch, mask, width, device)
-        cache = None
+        steer, columns = batch_steer(batch, d_model, device, dtype), []
+
+        def before_step(step, mask, width):
+            if not columns:  # the prompt pass: which columns of every pass this batch steers
+                columns.append(steered_where(batch, mask, width, device))
+            steer.where = columns[0][:, :width + step]  # the hooks read the last columns: this pass's tokens
+
         with steering_hooks(model, steer):
-            for step in range(max_new_tokens):
-                steer.where = where[:, :width + step]  # the hooks read the last columns: this pass's tokens
-                result = model(input_ids=ids, attention_mask=mask[:, :width + step], position_ids=positions,
-                               past_key_values=cache, use_cache=True, logits_to_keep=1)
-                cache = result.past_key_values
-                nxt = _pick(result.logits[:, -1].float(), temperature, top_p, generators)
-                nxt = torch.where(done, pad_id, nxt)
-                tokens[:, step] = nxt
-                done |= torch.isin(nxt, stop_t)
-                if step % 8 == 7 and bool(done.all()):
-                    break
-                ids = nxt[:, None]
-                positions = positions[:, -1:] + 1
-        for i, row in zip(group, tokens.cpu().tolist()):
+            tokens = decode(model, [r.prompt_ids for r in batch], stop_t, pad_id, max_new_tokens, temperature,
+                            top_p, generators, before_step)
+        for i, row in zip(group, tokens):
             out[i] = _until_stop(row, set(stop))
 
     lengths = [len(r.prompt_ids) + max_new_tokens for r in rows]

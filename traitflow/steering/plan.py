@@ -80,18 +80,21 @@ def plan_steering(config, plan):
     for name in names:
         trait = plan.traits[name]
         layers = steered_layers(s, trait, plan.n_layers)
-        method, vectors = trait_vectors(s, trait, layers)
-        chosen = {d: [p["key"] for p in prompts if p["labels"].get(name) is DIRECTION_LABEL[d]][:s["max_prompts"]]
-                  for d in directions}
-        empty = [d for d, keys in chosen.items() if not keys]
-        if empty:
-            label = str(DIRECTION_LABEL[empty[0]]).lower()
-            err = TraitflowError("config steering.traits", f"trait '{name}' has no prompt of {source} labelled "
-                                 f"{name}: {label} to {empty[0]}", f"label some prompts {{{name}: {label}}} in "
-                                 "the prompt file, or leave the trait out of steering.traits")
+        try:
+            method, vectors = trait_vectors(s, trait, layers)
+            chosen = {d: [p["key"] for p in prompts if p["labels"].get(name) is DIRECTION_LABEL[d]][:s["max_prompts"]]
+                      for d in directions}
+            empty = [d for d, keys in chosen.items() if not keys]
+            if empty:
+                label = str(DIRECTION_LABEL[empty[0]]).lower()
+                raise TraitflowError("config steering.traits", f"trait '{name}' has no prompt of {source} labelled "
+                                     f"{name}: {label} to {empty[0]}", f"label some prompts {{{name}: {label}}} in "
+                                     "the prompt file, or leave the trait out of steering.traits")
+        except TraitflowError as err:
             if s["traits"] != "all":
-                raise err
-            # steering every trait: one without labelled prompts (a new trait, say) is left out, not the run
+                raise
+            # steering every trait: one it cannot steer (no labelled prompts, no vector of the method and
+            # layer steered: a trait that brings its own) is left out, not the run
             print(f"traitflow [plan] warning: steering leaves trait '{name}' out: {err}", file=sys.stderr)
             continue
         traits[name] = {"method": method, "vector_layer": trait.layer, "vectors": vectors, "prompts": chosen}
