@@ -242,12 +242,14 @@ def test_a_one_model_demo_becomes_a_variants_experiment_rerunning_only_what_a_ch
             "variants_capture_chat_from_helpful_shard0"]
     assert job_counts(snakemake(wd, "--cores", "2", *mine).stdout) == {name: 1 for name in mine}
     # A replay added: what `all` still needs is the variants' jobs only (the other shards', the new replay's,
-    # the tables, the figure, the viewer's picker); nothing that exists reruns.
+    # the tables, the figure, the viewer's picker) and the viewer's index, once, to say the experiment now
+    # has variants (its picker's file exists); no capture, response or table that exists reruns.
     set_variants(wd, [{**chat, "replay": ["helpful"]}, {**helpful, "replay": True}])
     n_shards = len(glob.glob(os.path.join(wd, "manifests/demo/_shared/generate_shard*.json")))
     later = {f"{name[:-1]}{k}": 1 for name in mine for k in range(1, n_shards)}
     replay = {f"variants_capture_helpful_from_chat_shard{k}": 1 for k in range(n_shards)}
-    assert jobs(wd) == {**later, **replay, "variants_tables": 1, "variants_viewer": 1, "variants_figure": 1, "all": 1}
+    assert jobs(wd) == {**later, **replay, "variants_tables": 1, "variants_viewer": 1, "variants_figure": 1,
+                        "viewer_index": 1, "all": 1}
     # The helpful variant's model changes: its own jobs and the replay reading its responses rerun,
     # not the chat model's generation, capture or extraction.
     changed = os.path.join(wd, HELPFUL_DIR, "generation_config.json")
