@@ -10,6 +10,11 @@ import sys
 import pytest
 import yaml
 
+# One torch thread in every test process and every job it starts (read when torch is first imported):
+# two xdist workers, each running jobs two at a time, would otherwise put up to eight spinning OpenMP
+# threads on two cores, and a tiny model's forward pass then waits on descheduled threads (10-50x slower).
+os.environ["OMP_NUM_THREADS"] = "1"
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKFLOW_FILES = ["Snakefile", "config.yaml", "rules", "scripts", "schemas", "profiles", "envs", "report", "models"]
 
@@ -179,17 +184,12 @@ def smollm2(tmp_path_factory):
         from traitflow.model.modeling import load_tokenizer
 
         folder = os.path.join(root, "SmolLM2-135M-Instruct")
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # two workers x two threads only thrash two cores
-        try:
-            record, gguf_model = convert_gguf(resolve_gguf(SMOLLM2), folder, SMOLLM2, expected_sha256=SMOLLM2_SHA256)
-            tokenizer = load_tokenizer(folder)
-            sequences = [encode_prompt(tokenizer, SMOLLM2_TEXTS[0], chat_template=True),
-                         encode_prompt(tokenizer, SMOLLM2_TEXTS[1], chat_template=False)]
-            with torch.no_grad():
-                logits = [gguf_model(input_ids=torch.tensor([s])).logits[0] for s in sequences]
-        finally:
-            torch.set_num_threads(threads)
+        record, gguf_model = convert_gguf(resolve_gguf(SMOLLM2), folder, SMOLLM2, expected_sha256=SMOLLM2_SHA256)
+        tokenizer = load_tokenizer(folder)
+        sequences = [encode_prompt(tokenizer, SMOLLM2_TEXTS[0], chat_template=True),
+                     encode_prompt(tokenizer, SMOLLM2_TEXTS[1], chat_template=False)]
+        with torch.no_grad():
+            logits = [gguf_model(input_ids=torch.tensor([s])).logits[0] for s in sequences]
         torch.save(logits, os.path.join(root, "gguf_logits.pt"))
         return {"dir": folder, "record": record, "sequences": sequences, "logits": os.path.join(root, "gguf_logits.pt")}
 

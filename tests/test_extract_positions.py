@@ -215,8 +215,6 @@ def smol_scores(smollm2_dir):
     with open(os.path.join(SMOL, "config.yaml"), encoding="utf-8") as fh:
         cfg = yaml.safe_load(fh)["vector"]
     layer = cfg["layer"]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     model, tok = load_model(smollm2_dir, "cpu", "float32"), load_tokenizer(smollm2_dir)
     model.model.layers = model.model.layers[:layer + 1]
     model.config.num_hidden_layers = layer + 1
@@ -234,7 +232,6 @@ def smol_scores(smollm2_dir):
         evaluation = [{"prompt": r["text"], "response": None} for r in labelled]  # formatted as generation formats
         h = position_features(model, tok, evaluation, [position], "chat", batch_size=16)[position][:, layer]
         out[trait] = ((h @ (vector / vector.norm())).tolist(), [r["labels"][trait] for r in labelled])
-    torch.set_num_threads(threads)
     return out
 
 

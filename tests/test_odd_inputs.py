@@ -60,6 +60,32 @@ def test_unusable_vectors_are_refused_with_one_line(tmp_path, vector, problem):
     assert vector_problems([path], 64, str(tmp_path / "checks.json")) == {path: f"{path}: {problem}"}
 
 
+def test_vector_verdicts_follow_the_content_not_the_path_or_mtime(tmp_path, monkeypatch):
+    """A copied, moved or re-dated vector reuses its verdict (no torch at plan time); changed bytes are checked."""
+    import traitflow.experiment.vectors as vectors
+
+    checks, good, bad = str(tmp_path / "checks.json"), str(tmp_path / "good.pt"), str(tmp_path / "bad.pt")
+    torch.save(torch.ones(64), good)
+    torch.save(torch.zeros(64), bad)
+    assert vectors.vector_problems([good, bad], 64, checks) == {
+        bad: f"{bad}: vector is all zeros (no direction to project on); fix: re-extract the vector"}
+    moved = tmp_path / "copy"
+    moved.mkdir()
+    for name in ("good.pt", "bad.pt"):
+        os.link(tmp_path / name, moved / name)
+        os.utime(moved / name, (1, 1))
+    loads = []
+    monkeypatch.setattr(vectors, "load_vector", lambda path, d: loads.append(path))
+    copied = [str(moved / "good.pt"), str(moved / "bad.pt")]
+    assert vectors.vector_problems(copied, 64, checks) == {
+        copied[1]: f"{copied[1]}: vector is all zeros (no direction to project on); fix: re-extract the vector"}
+    assert loads == []  # the verdicts came from the cache, under the new paths
+    assert vectors.vector_problems(copied, 32, checks) == {} and loads == copied  # another width: checked again
+    torch.save(torch.ones(64) * 2, good)
+    vectors.vector_problems([good], 64, checks)
+    assert loads[-1] == good  # new bytes at a known path: checked again
+
+
 def test_a_dangling_vector_symlink_leaves_out_only_its_trait(experiment, capsys):
     vectors = experiment / EXP / "own/extraction/vectors"
     vectors.mkdir(parents=True)

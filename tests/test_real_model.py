@@ -18,14 +18,6 @@ from traitflow.model.modeling import has_chat_template, load_model, load_tokeniz
 from traitflow.model.model_facts import model_config, planned_chat_template
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two workers x two threads only thrash two cores
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def model(smollm2_dir):
     return load_model(smollm2_dir, "cpu", "float32", eager=True)  # eager: attention weights

@@ -41,7 +41,7 @@ def slurm_cluster(tmp_path_factory):
 def use_test_cluster(workdir):
     """The shipped profile, with its placeholders filled in for the test cluster.
 
-    No account (without slurmdbd there is none to validate), quick first status check,
+    No account (without slurmdbd there is none to validate), quick status checks,
     and successful jobs' Slurm logs kept so the test can read them.
     """
     path = f"{workdir}/profiles/slurm/config.yaml"
@@ -50,6 +50,7 @@ def use_test_cluster(workdir):
     profile["default-resources"]["slurm_partition"] = PARTITION
     del profile["default-resources"]["slurm_account"]
     profile["slurm-init-seconds-before-status-checks"] = 2
+    profile["seconds-between-status-checks"] = 1  # three jobs in a row: each would wait up to 10 s to be seen done
     profile["slurm-keep-successful-logs"] = True
     with open(path, "w") as fh:
         yaml.safe_dump(profile, fh)

@@ -30,8 +30,6 @@ def demo_config(**overrides):
 @pytest.fixture(scope="module")
 def demo(demo_run):
     """The demo model, its steering prompts and settings, and the mean_diff vectors the demo build extracted."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny model: two workers x two threads only thrash two cores
     config = demo_config()
     s, gen = config["steering"], config["generation"]
     model, tokenizer = load_model(DEMO_MODEL, "cpu", "float32", eager=False), load_tokenizer(DEMO_MODEL)
@@ -45,10 +43,9 @@ def demo(demo_run):
         for layer in s["layers"]:
             v = torch.load(os.path.join(vectors.format(trait=trait), f"mean_diff_layer{layer}.pt"), weights_only=True)
             units[trait, layer] = v.float() / v.float().norm()
-    yield {"model": model, "tokenizer": tokenizer, "s": s, "prompts": prompts, "units": units,
-           "stop": stop_ids(model, tokenizer), "gen": {**gen, "temperature": 0.0},
-           "batching": {"batch_size": s["batch_size"], "token_budget": None}}
-    torch.set_num_threads(threads)
+    return {"model": model, "tokenizer": tokenizer, "s": s, "prompts": prompts, "units": units,
+            "stop": stop_ids(model, tokenizer), "gen": {**gen, "temperature": 0.0},
+            "batching": {"batch_size": s["batch_size"], "token_budget": None}}
 
 
 @pytest.fixture(scope="module")
@@ -257,36 +254,31 @@ def test_smollm2_refusal_direction_moves_the_read_back_at_least_twice_as_far_as_
     experiment's vector layer, harmful minus harmless requests), then added on harmless requests."""
     with open(os.path.join(REPO, "experiments", "smollm2", "config.yaml")) as fh:
         layer = yaml.safe_load(fh)["vector"]["layer"]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model, tokenizer = load_model(smollm2_dir, "cpu", "float32", eager=False), load_tokenizer(smollm2_dir)
-        folder = os.path.join(REPO, "experiments", "smollm2", "refusal", "extraction")
+    model, tokenizer = load_model(smollm2_dir, "cpu", "float32", eager=False), load_tokenizer(smollm2_dir)
+    folder = os.path.join(REPO, "experiments", "smollm2", "refusal", "extraction")
 
-        def mean_last(name):
-            with open(os.path.join(folder, name)) as fh:
-                texts = fh.read().splitlines()[:12]
-            with torch.no_grad():
-                return torch.stack([model(input_ids=torch.tensor([encode_prompt(tokenizer, t, True)]),
-                                          output_hidden_states=True).hidden_states[layer + 1][0, -1]
-                                    for t in texts]).mean(0)
+    def mean_last(name):
+        with open(os.path.join(folder, name)) as fh:
+            texts = fh.read().splitlines()[:12]
+        with torch.no_grad():
+            return torch.stack([model(input_ids=torch.tensor([encode_prompt(tokenizer, t, True)]),
+                                      output_hidden_states=True).hidden_states[layer + 1][0, -1]
+                                for t in texts]).mean(0)
 
-        v = mean_last("positive.txt") - mean_last("negative.txt")
-        with open(os.path.join(REPO, "experiments", "smollm2", "inference_prompts.json")) as fh:
-            harmless = [p for p in json.load(fh)["prompts"] if p["labels"].get("refusal") is False][:3]
-        prompts = {f"p{i}": {"id": p["id"], "ids": encode_prompt(tokenizer, p["text"], True)}
-                   for i, p in enumerate(harmless)}
-        stop, gen = stop_ids(model, tokenizer), {"max_new_tokens": 16, "temperature": 0.0, "top_p": 1.0, "seed": 0}
-        batching = {"batch_size": 16, "token_budget": None}
-        base = run_baseline(model, [q["ids"] for q in prompts.values()], stop, gen, batching)
-        config = make_config()["steering"]
-        settings = {**config, "ratios": [0.25, 0.5], "directions": ["add"], "prompts": {"add": list(prompts)},
-                    "residual_norm": base["residual_norm"]}
-        result = run_trait(model, lambda ids: tokenizer.decode(ids, skip_special_tokens=True), "refusal",
-                           {layer: v / v.norm()}, settings, prompts, dict(zip(prompts, base["responses"])), None,
-                           stop, gen, batching)
-    finally:
-        torch.set_num_threads(threads)
+    v = mean_last("positive.txt") - mean_last("negative.txt")
+    with open(os.path.join(REPO, "experiments", "smollm2", "inference_prompts.json")) as fh:
+        harmless = [p for p in json.load(fh)["prompts"] if p["labels"].get("refusal") is False][:3]
+    prompts = {f"p{i}": {"id": p["id"], "ids": encode_prompt(tokenizer, p["text"], True)}
+               for i, p in enumerate(harmless)}
+    stop, gen = stop_ids(model, tokenizer), {"max_new_tokens": 16, "temperature": 0.0, "top_p": 1.0, "seed": 0}
+    batching = {"batch_size": 16, "token_budget": None}
+    base = run_baseline(model, [q["ids"] for q in prompts.values()], stop, gen, batching)
+    config = make_config()["steering"]
+    settings = {**config, "ratios": [0.25, 0.5], "directions": ["add"], "prompts": {"add": list(prompts)},
+                "residual_norm": base["residual_norm"]}
+    result = run_trait(model, lambda ids: tokenizer.decode(ids, skip_special_tokens=True), "refusal",
+                       {layer: v / v.norm()}, settings, prompts, dict(zip(prompts, base["responses"])), None,
+                       stop, gen, batching)
     rates = summary(steering_table([{"trait": "refusal", "method": "mean_diff", "vector_layer": layer, **result}],
                                    config["max_nll_increase"], config["min_distinct2"]))
     at = rates[rates.chosen].set_index("control")

