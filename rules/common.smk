@@ -48,7 +48,7 @@ def resolve_model_settings():
 
     capture.device ('cpu', 'cuda' or 'cuda:N'), capture.dtype, resources.gpu,
     resources.mem_mb and generation.chat_template become the concrete values the
-    jobs use (scripts reading snakemake.config see them too), so params carry
+    jobs use, written here into config (scripts reading snakemake.config see them too), so params carry
     "bfloat16", never "auto". On a local run with GPUs, the global resource `gpu`
     defaults to GPUs x capture.jobs_per_gpu: model jobs (gpu: 1 each) never share
     a GPU, and each takes a free one at start (traitflow.model.modeling.claim_gpu).
@@ -57,10 +57,15 @@ def resolve_model_settings():
     from traitflow.model.modeling import plan_model_settings, visible_gpus
     from traitflow.plan.workflow import model_dir, planned_chat_template
 
+    model = PLAN.settings.model
     try:  # a model the workflow builds has no folder yet: what its chat template will be is known
-        settings = plan_model_settings(config, model_dir(config), demo=bool(planned_chat_template(config)))
+        settings = plan_model_settings(PLAN.settings.jobs, model_dir(model), model.name,
+                                       demo=bool(planned_chat_template(model)))
     except TraitflowError as err:
         exit_with_error("plan", err)
+    config["resources"].update(gpu=settings["gpu"], mem_mb=settings["mem_mb"])
+    config["capture"].update(device=settings["device"], dtype=settings["dtype"])
+    config["generation"].update(chat_template=settings["chat_template"])
     os.environ.update(TRAITFLOW_JOBS_PER_GPU=str(config["capture"]["jobs_per_gpu"]))  # read by load_model's GPU slots
     if workflow.local_exec and settings["gpu"] > 0 and "gpu" not in workflow.global_resources:
         gpus = visible_gpus()
@@ -356,7 +361,7 @@ def print_summary(workflow):
     """The end-of-run summary (onsuccess, onerror), with why each stage's jobs ran."""
     SUMMARY_PRINTED.append(True)
     print_run_summary(PLAN, {t: trait_targets(t) for t in PLAN.traits}, RUN_START, LOGS,
-                      rerun_reasons(workflow, PLAN.shard_names), orphans_line(config, PLAN.exp_dir))
+                      rerun_reasons(workflow, PLAN.shard_names), orphans_line(PLAN.settings.inputs, PLAN.exp_dir))
 
 
 def print_summary_after_noop():

@@ -29,7 +29,7 @@ rule build_demo_model:
 if is_gguf(config["model"]):
     from traitflow.model.gguf import OUTPUTS as GGUF_OUTPUTS, gguf_model
 
-    GGUF = gguf_model(config)
+    GGUF = gguf_model(PLAN.settings.model)
 
     rule convert_gguf:
         input:

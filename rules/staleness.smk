@@ -28,7 +28,7 @@ def declared_outputs(stage, shard_id, files):
 
 def kept():
     """{name: TraitPlan} of traits the capture manifests cover that config did not choose (still usable)."""
-    found = kept_traits(PLAN, config, DECLARED.traits(manifests("capture")))
+    found = kept_traits(PLAN, DECLARED.traits(manifests("capture")))
     dynamics = kept_dynamics(PLAN, found, config["dynamics"])
     if dynamics is None:
         return {}
@@ -95,7 +95,7 @@ def model_fingerprint():
 
     if config["model"] == DEMO_MODEL or is_gguf(config["model"]):
         return {}
-    return {"model_sha256": FINGERPRINTS.folder(model_dir(config))}
+    return {"model_sha256": FINGERPRINTS.folder(model_dir(PLAN.settings.model))}
 
 
 EXTRACTED_PATHS = extracted_paths()

@@ -9,7 +9,7 @@
 from traitflow.steering.plan import plan_steering, steering_files, steering_generation
 
 try:
-    STEERING = plan_steering(config, PLAN)
+    STEERING = plan_steering(PLAN.settings.steering, PLAN)
 except TraitflowError as err:
     exit_with_error("plan", err)
 STEERING_FILES = steering_files(EXP)
@@ -30,7 +30,7 @@ if STEERING:
         params:
             **model_params(),
             prompts=STEERING["prompts"],  # keys and texts: an edited prompt reruns the baselines
-            generation=steering_generation(config),
+            generation=steering_generation(PLAN.settings.steering, generation_params()),
         log:
             f"{LOGS}/steering/baseline.log",
         benchmark:
@@ -61,7 +61,7 @@ if STEERING:
             behaviour=lambda w: config["steering"]["behaviour"].get(w.trait),
             settings={k: config["steering"][k] for k in ("ratios", "directions", "positions", "random_control",
                                                          "control_seed", "ablate")},
-            generation=steering_generation(config),
+            generation=steering_generation(PLAN.settings.steering, generation_params()),
         log:
             f"{LOGS}/steering/{{trait}}.log",
         benchmark:

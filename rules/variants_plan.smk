@@ -6,9 +6,9 @@ from traitflow.plan.workflow import DEMO_MODEL
 from traitflow.variants.plan import pairs, plan_variants, root, variant_model_dir
 
 try:
-    VARIANTS = plan_variants(config, PLAN)
+    VARIANTS = plan_variants(PLAN.settings, PLAN)
     for v in VARIANTS[1:]:  # every variant formats prompts as the vector variant does (replays need one format)
-        plan_chat_template(config["generation"]["chat_template"], variant_model_dir(config, v), v.model,
+        plan_chat_template(config["generation"]["chat_template"], variant_model_dir(PLAN.settings.model, v), v.model,
                            demo=v.model == DEMO_MODEL)
 except TraitflowError as err:
     exit_with_error("plan", err)
@@ -52,7 +52,7 @@ def capture_manifest(variant, source, shard_id):
 
 def variant_model_params(v):
     """model_params() for one variant: its model, where it loads from, and its files' fingerprint."""
-    folder = variant_model_dir(config, v)
+    folder = variant_model_dir(PLAN.settings.model, v)
     return {"model": lambda wildcards, m=v.model: m, "model_path": lambda wildcards, p=v.model_path: p,
             "dtype": config["capture"]["dtype"], "device": config["capture"]["device"],
             **({} if v.model == DEMO_MODEL else {"model_sha256": FINGERPRINTS.folder(folder)})}

@@ -34,11 +34,11 @@ def main(smk):
     from traitflow.model.modeling import load_model, load_tokenizer, model_dtype
     from traitflow.core.shared import write_shared
     from traitflow.outputs.verify import check
-    from traitflow.plan.workflow import model_config
+    from traitflow.plan.workflow import model_config, settings_from_config
 
     p, out_files = smk.params, job_outputs(smk)
     # Vectors are loaded (and refused) before the model: a bad one costs no model load.
-    vectors, rows = load_vectors(p.traits, model_config(smk.config)["hidden_size"])
+    vectors, rows = load_vectors(p.traits, model_config(settings_from_config(smk.config).model)["hidden_size"])
     model = load_model(p.model_path, p.device, p.dtype, eager=True)
     dtype = model_dtype(model)
     responses = [load_json(path) for path in p.responses]

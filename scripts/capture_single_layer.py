@@ -19,10 +19,10 @@ def main(smk):
     from traitflow.model.single_layer import trait_record
     from traitflow.experiment.vectors import check_vector_model, load_vector
     from traitflow.outputs.verify import check
-    from traitflow.plan.workflow import model_config
+    from traitflow.plan.workflow import model_config, settings_from_config
 
     start, p = time.time(), smk.params
-    d_model = model_config(smk.config)["hidden_size"]
+    d_model = model_config(settings_from_config(smk.config).model)["hidden_size"]
     paths, vectors = dict(zip(p.traits, smk.input.vectors)), {}
     for trait, path in paths.items():  # all refused before any weight is read
         check_vector_model(path, p.model, p.allow_model_mismatch)

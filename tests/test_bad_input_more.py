@@ -44,7 +44,7 @@ def test_a_vector_as_pt_and_safetensors_is_one_line_naming_both(experiment, caps
     layer = "experiments/demo/extraction/cat/own/base/vectors/response/residual/probe"
     write(experiment, {f"{layer}/layer2.pt": torch.ones(64)})
     save_file({"v": -torch.ones(64)}, f"{layer}/layer2.safetensors")
-    layout = resolve_layout({"layout": "trait-interp"})
+    layout = resolve_layout("trait-interp")
     with pytest.raises(TraitflowError) as info:
         vectors_of(discover(layout, "experiments/demo")["cat/own"], layout.fields)
     assert str(info.value).startswith(f"{layer}/layer2.pt: layer2.safetensors is a second file for the same vector")

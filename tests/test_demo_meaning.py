@@ -21,6 +21,7 @@ from traitflow.demo.corpus import TRAIT_STYLE, TRAITS, all_text, labels, style_o
 from traitflow.demo.files import RECORD, check_build_record
 from traitflow.demo.train import REBUILD, SHIPPED_DIR
 from traitflow.core.errors import TraitflowError
+from traitflow.core.settings import ModelSettings
 
 SHIPPED = os.path.join(REPO, SHIPPED_DIR)
 DEMO = os.path.join(REPO, "experiments", "demo")
@@ -210,7 +211,7 @@ def test_random_demo_models_get_one_folder_per_spec(demo_copy):
 
     small, deep = demo_model_dir({}), demo_model_dir({"num_hidden_layers": 26})
     assert small == demo_model_dir({"num_hidden_layers": 4}) != deep  # the defaults are part of the key
-    assert model_path({"model": "traitflow-demo", "demo_model": {"num_hidden_layers": 26}}) == deep
+    assert model_path(ModelSettings(name="traitflow-demo", demo_spec={"num_hidden_layers": 26})) == deep
     # Each spec's rule writes its own folder and no other: switching specs never rebuilds the other's model.
     for spec, mine, other in (("{}", small, deep), ("{num_hidden_layers: 26}", deep, small)):
         config = ["--config", "model=traitflow-demo", f"demo_model={spec}"]

@@ -16,6 +16,7 @@ import torch
 from conftest import REPO
 
 from traitflow.core.errors import TraitflowError
+from traitflow.core.settings import VectorSettings
 from traitflow.experiment.examples import (original_position, plan_extraction, position_folder, position_mask,
                                            read_examples)
 
@@ -139,16 +140,16 @@ def test_a_response_position_needs_examples_with_responses(tmp_path):
     files = {side: str(tmp_path / f"{side}.txt") for side in ("positive", "negative")}
     for path in files.values():
         write(path, "Tell me a joke.\nWhat is two plus two?\n")
-    assert plan_extraction({"position": ["prompt_last", "all"], "presentation": "chat"}, files) == (
+    assert plan_extraction(VectorSettings(position=["prompt_last", "all"], presentation="chat"), files) == (
         ["prompt_last", "all"], "chat")
     with pytest.raises(TraitflowError) as err:
-        plan_extraction({"position": ["prompt_last", "response[:5]"], "presentation": "auto"}, files)
+        plan_extraction(VectorSettings(position=["prompt_last", "response[:5]"]), files)
     assert str(err.value) == (
         f"{files['positive']}: vector.position response[:5] reads response tokens, but these examples are text "
         "lines without responses; fix: write positive.jsonl and negative.jsonl ({\"prompt\": \"...\", \"response\": "
         "\"...\"} per line), or set vector.position to all or prompt_last")
     with pytest.raises(TraitflowError, match=r"positive.txt: vector.presentation is pairs, which reads positive.jsonl"):
-        plan_extraction({"presentation": "pairs"}, files)
+        plan_extraction(VectorSettings(presentation="pairs"), files)
 
 
 @pytest.mark.parametrize("line, problem", [
@@ -170,14 +171,14 @@ def test_a_labelled_prompt_set_serves_as_an_extraction_set(tmp_path):
     exp = tmp_path / "exp"
     prompts = [{"id": i, "text": f"prompt {i}", "labels": {"refusal": i % 2 == 0}} for i in range(6)]
     write(str(exp / "refusal/extraction/examples.json"), json.dumps({"prompts": prompts + [{"text": "unlabelled"}]}))
-    trait = plan_trait(str(exp), "refusal", {"position": "prompt_last"}, 4)
+    trait = plan_trait(str(exp), "refusal", VectorSettings(position="prompt_last"), 4)
     assert (trait.error, trait.presentation, trait.positions) == (None, "chat", ["prompt_last"])
     assert trait.vector_path == str(exp / "refusal/extraction/vectors/prompt_-1/probe_layer2.pt")
     assert [e["prompt"] for e in read_examples(trait.examples["negative"], "negative", "refusal")] == [
         "prompt 1", "prompt 3", "prompt 5"]
     write(str(exp / "refusal/extraction/positive.txt"), "a\nb\n")
     write(str(exp / "refusal/extraction/negative.txt"), "c\nd\n")
-    assert plan_trait(str(exp), "refusal", {}, 4).error == (
+    assert plan_trait(str(exp), "refusal", VectorSettings(), 4).error == (
         f"{exp}/refusal/extraction: examples in two forms (positive.txt and examples.json); fix: keep one form, "
         "move the other away")
 
@@ -222,7 +223,7 @@ def smol_scores(smollm2_dir):
     out = {}
     for trait in TRAITS:
         _, files = find_examples(os.path.join(SMOL, trait, "extraction"))
-        (position, *_), presentation = plan_extraction(cfg, files)
+        (position, *_), presentation = plan_extraction(VectorSettings(**cfg), files)
         assert position in ("prompt_last", "all")  # read from the prompt alone: no generation needed here
         pos, neg = (position_features(model, tok, read_examples(files[side], side, trait)[:PER_SIDE], [position],
                                       presentation, batch_size=16)[position][:, layer]

@@ -169,7 +169,7 @@ def test_no_traits_found_under_a_layout_names_its_folders(original):
 ])
 def test_a_bad_layout_is_one_line(layout, message):
     with pytest.raises(TraitflowError) as info:
-        resolve_layout({"layout": layout})
+        resolve_layout(layout)
     assert str(info.value) == message
 
 

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from conftest import REPO, dry_run, make_config
 from traitflow.core.errors import TraitflowError
+from traitflow.core.settings import InputSettings, settings_from_config
 from traitflow.plan.orphans import describe, orphan_outputs, orphans_line
 from traitflow.outputs.overview import build_overview
 from traitflow.experiment.prompt_columns import prompt_columns, prompt_meta
@@ -327,11 +328,11 @@ def test_outputs_of_removed_prompts_are_named_and_removed(experiment):
                 f"{EXP}/inference/shared/gone/prompt_0.safetensors"]  # a set whose file was deleted
     for path in outputs:
         write(path, "x")
-    config = make_config()
-    assert experiment_prompt_counts(config, EXP) == {DEFAULT_SET: 2, "kept": 3}
-    orphans = sorted(p for p, _, _ in orphan_outputs(EXP, experiment_prompt_counts(config, EXP)))
+    inputs = settings_from_config(make_config()).inputs
+    assert experiment_prompt_counts(inputs, EXP) == {DEFAULT_SET: 2, "kept": 3}
+    orphans = sorted(p for p, _, _ in orphan_outputs(EXP, experiment_prompt_counts(inputs, EXP)))
     assert orphans == sorted(outputs[2:6] + outputs[7:])
-    assert orphans_line(config, EXP) == (
+    assert orphans_line(inputs, EXP) == (
         f"{EXP}: 5 files of prompts no longer in the experiment (default: prompt_2, prompt_3; gone: prompt_0); "
         "fix: remove them with `python -m traitflow.plan.orphans demo --delete` (or `make clean EXP=demo`)")
     env = {**os.environ, "PYTHONPATH": REPO}
@@ -355,8 +356,9 @@ def test_the_summary_names_the_orphans(tmp_path):
 def test_an_unreadable_set_never_calls_its_files_orphans(experiment):
     write(f"{EXP}/inference_prompts.json", "{not json")
     write(f"{EXP}/inference/responses/prompt_0.json", "x")
-    assert experiment_prompt_counts(make_config(), EXP) == {DEFAULT_SET: None}
-    assert orphan_outputs(EXP, experiment_prompt_counts(make_config(), EXP)) == []
+    inputs = settings_from_config(make_config()).inputs
+    assert experiment_prompt_counts(inputs, EXP) == {DEFAULT_SET: None}
+    assert orphan_outputs(EXP, experiment_prompt_counts(inputs, EXP)) == []
 
 
 # ---- what an edited label reruns ----------------------------------------------------------------------
@@ -368,9 +370,9 @@ def test_editing_a_label_reruns_only_the_tables(demo_copy, monkeypatch):
     from traitflow.experiment.prompt_sets import named_set_files, set_source
 
     monkeypatch.chdir(demo_copy)
-    texts, _, metas = plan_prompts({}, EXP)
+    texts, _, metas = plan_prompts(InputSettings(), EXP)
     name = next(iter(texts))
-    source = set_source({}, EXP, name)
+    source = set_source(InputSettings(), EXP, name)
     records = [{"text": t, "id": m.get("id", k), **m.get("fields", {}),
                 "labels": {**m.get("labels", {}), "h2_probe": k == 0}}
                for k, (t, m) in enumerate(zip(texts[name], metas))]
@@ -378,7 +380,7 @@ def test_editing_a_label_reruns_only_the_tables(demo_copy, monkeypatch):
         if os.path.exists(os.path.splitext(source)[0] + ext):
             os.remove(os.path.splitext(source)[0] + ext)
     path = write(os.path.splitext(source)[0] + ".json", json.dumps({"prompts": records}))
-    assert name == DEFAULT_SET or named_set_files({}, EXP)[name] == path
+    assert name == DEFAULT_SET or named_set_files(InputSettings(), EXP)[name] == path
     table_jobs = {"projections_table", "dynamics_tables", "viewer_overview", "viewer_index", "report_tables", "all"}
     first = dry_run(demo_copy)
     assert first and set(first) <= table_jobs, first

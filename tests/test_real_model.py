@@ -11,6 +11,7 @@ import torch
 from conftest import SMOLLM2, SMOLLM2_SHA256, job_counts, make_workdir, snakemake
 
 from traitflow.core.errors import TraitflowError
+from traitflow.core.settings import ModelSettings
 from traitflow.core.shared import ATTENTION_MAX_ERROR
 from traitflow.model.capture import capture
 from traitflow.model.gguf import RECORD, convert_gguf, gguf_model, load_gguf, read_header, resolve_gguf
@@ -45,16 +46,16 @@ def test_chat_template_and_plan_facts_agree_before_and_after_conversion(smollm2,
     """The plan reads layers, width, context and the chat template from the GGUF header (no folder yet);
     the converted folder says the same, so a run's params never change once the conversion exists."""
     monkeypatch.chdir(tmp_path)  # the header/hash cache lives under the working directory's .snakemake
-    config = {"model": SMOLLM2, "model_sha256": SMOLLM2_SHA256}
+    model = ModelSettings(name=SMOLLM2, sha256=SMOLLM2_SHA256)
     with open(os.path.join(smollm2["dir"], "config.json")) as fh:
         saved = json.load(fh)
-    planned = model_config(config)
+    planned = model_config(model)
     assert planned == {"model_type": "llama", "num_hidden_layers": 30, "hidden_size": 576,
                        "max_position_embeddings": 8192}
     assert planned == {k: saved[k] for k in planned}
     assert (saved["num_attention_heads"], saved["num_key_value_heads"], saved["tie_word_embeddings"]) == (9, 3, True)
-    assert planned_chat_template(config) is True and has_chat_template(smollm2["dir"]) is True
-    assert gguf_model(config).folder == os.path.join("resources", "models",
+    assert planned_chat_template(model) is True and has_chat_template(smollm2["dir"]) is True
+    assert gguf_model(model).folder == os.path.join("resources", "models",
                                                      "SmolLM2-135M-Instruct.Q4_1-" + SMOLLM2_SHA256[:12])
     assert os.path.exists(os.path.join(".snakemake", "traitflow", "gguf.json"))  # the next plan stats only
     # The ChatML template with its default system prompt, ending at the assistant turn's opening.
@@ -126,7 +127,7 @@ def one_line(err):
 def test_gguf_path_that_does_not_exist(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(TraitflowError) as err:
-        model_config({"model": "models/missing.gguf"})
+        model_config(ModelSettings(name="models/missing.gguf"))
     text = one_line(err)
     assert text.startswith("config model 'models/missing.gguf': GGUF file not found (")
     assert str(tmp_path / "models" / "missing.gguf") in text
@@ -167,7 +168,7 @@ def test_sha256_mismatch_is_refused_before_conversion(tmp_path, monkeypatch):
     assert not (tmp_path / "out").exists()
     monkeypatch.chdir(tmp_path)  # and at plan time, before any job
     with pytest.raises(TraitflowError) as err:
-        model_config({"model": SMOLLM2, "model_sha256": wrong})
+        model_config(ModelSettings(name=SMOLLM2, sha256=wrong))
     assert f"expected {wrong}" in one_line(err) and "set config model_sha256" in str(err.value)
 
 
@@ -180,5 +181,5 @@ def test_architecture_transformers_cannot_convert(tmp_path, monkeypatch):
     assert "fix: use a GGUF of an architecture transformers reads" in text
     monkeypatch.chdir(tmp_path)  # the plan refuses it first, naming the file
     with pytest.raises(TraitflowError) as err:
-        model_config({"model": path})
+        model_config(ModelSettings(name=path))
     assert f"({path}): unsupported architecture 'rwkv7'" in one_line(err)

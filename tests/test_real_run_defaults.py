@@ -127,16 +127,14 @@ def test_without_an_experiment_config_the_real_run_defaults_apply(tmp_path):
 # ---- plan-time resolution (no torch) ---------------------------------------------------------------
 
 
-def resolve(config_overrides=None, folder=None, env=None, monkeypatch=None):
-    from conftest import deep_update
+def resolve(requested=None, folder=None, env=None, monkeypatch=None):
+    """plan_model_settings for the JobSettings fields in requested (the rest auto), under env."""
+    from traitflow.core.settings import JobSettings
     from traitflow.model.modeling import plan_model_settings
 
     for key, value in (env or {}).items():
         monkeypatch.setenv(key, value)
-    config = {"model": "m", "resources": {"gpu": "auto", "mem_mb": "auto", "runtime": 60},
-              "capture": {"device": "auto", "dtype": "auto"}, "generation": {"chat_template": "auto"}}
-    deep_update(config, config_overrides or {})
-    return plan_model_settings(config, folder), config
+    return plan_model_settings(JobSettings(**(requested or {})), folder, "m")
 
 
 @pytest.mark.parametrize("visible, expected", [("", 0), ("-1", 0), ("0", 1), ("0,1", 2), ("2,3,-1,4", 2)])
@@ -148,22 +146,21 @@ def test_visible_gpus_from_cuda_visible_devices(monkeypatch, visible, expected):
 
 
 def test_auto_resolves_to_concrete_device_dtype_and_gpus(monkeypatch):
-    settings, config = resolve(env={"CUDA_VISIBLE_DEVICES": ""}, monkeypatch=monkeypatch)
+    settings = resolve(env={"CUDA_VISIBLE_DEVICES": ""}, monkeypatch=monkeypatch)
     assert {k: settings[k] for k in ("gpu", "device", "dtype")} == {"gpu": 0, "device": "cpu", "dtype": "float32"}
-    assert config["capture"] == {"device": "cpu", "dtype": "float32"}  # in place: scripts see concrete values
-    settings, _ = resolve(env={"CUDA_VISIBLE_DEVICES": "0,1"}, monkeypatch=monkeypatch)
+    settings = resolve(env={"CUDA_VISIBLE_DEVICES": "0,1"}, monkeypatch=monkeypatch)
     assert {k: settings[k] for k in ("gpu", "device", "dtype")} == {"gpu": 1, "device": "cuda", "dtype": "bfloat16"}
     # A cluster's login node sees no GPU, but jobs asking for one run on CUDA: the plan follows the request.
-    settings, _ = resolve({"resources": {"gpu": 1}}, env={"CUDA_VISIBLE_DEVICES": ""}, monkeypatch=monkeypatch)
+    settings = resolve({"gpu": 1}, env={"CUDA_VISIBLE_DEVICES": ""}, monkeypatch=monkeypatch)
     assert (settings["device"], settings["dtype"]) == ("cuda", "bfloat16")
-    settings, _ = resolve({"capture": {"device": "cuda:1", "dtype": "float32"}}, env={"CUDA_VISIBLE_DEVICES": ""},
-                          monkeypatch=monkeypatch)
+    settings = resolve({"device": "cuda:1", "dtype": "float32"}, env={"CUDA_VISIBLE_DEVICES": ""},
+                       monkeypatch=monkeypatch)
     assert (settings["gpu"], settings["device"], settings["dtype"]) == (1, "cuda:1", "float32")
-    settings, _ = resolve({"capture": {"device": "cpu"}}, env={"CUDA_VISIBLE_DEVICES": "0"}, monkeypatch=monkeypatch)
+    settings = resolve({"device": "cpu"}, env={"CUDA_VISIBLE_DEVICES": "0"}, monkeypatch=monkeypatch)
     assert (settings["gpu"], settings["device"], settings["dtype"]) == (0, "cpu", "float32")  # CPU jobs hold no GPU
-    # resolving twice changes nothing (cluster jobs re-parse the Snakefile)
-    again, config = resolve(env={"CUDA_VISIBLE_DEVICES": "0"}, monkeypatch=monkeypatch)
-    assert resolve(config, env={"CUDA_VISIBLE_DEVICES": "0"}, monkeypatch=monkeypatch)[0] == again
+    # resolving the resolved values changes nothing (cluster jobs re-parse the Snakefile, whose config holds them)
+    again = resolve(env={"CUDA_VISIBLE_DEVICES": "0"}, monkeypatch=monkeypatch)
+    assert resolve(again, env={"CUDA_VISIBLE_DEVICES": "0"}, monkeypatch=monkeypatch) == again
 
 
 def test_mem_mb_comes_from_the_weights_in_the_models_files(demo_model_dir, monkeypatch):
@@ -176,7 +173,7 @@ def test_mem_mb_comes_from_the_weights_in_the_models_files(demo_model_dir, monke
     assert weights_mb(demo_model_dir, "bfloat16") == pytest.approx(n_params * 2 / 2**20)
     assert plan_mem_mb(None, "float32", "cpu") == 2100  # no weights yet (the demo before it is built): the margin
     assert plan_mem_mb(demo_model_dir, "float32", "cpu") == int(2000 + 1.2 * n_params * 4 / 2**20) // 100 * 100 + 100
-    settings, _ = resolve({"resources": {"mem_mb": 12000}}, demo_model_dir, {"CUDA_VISIBLE_DEVICES": ""}, monkeypatch)
+    settings = resolve({"mem_mb": 12000}, demo_model_dir, {"CUDA_VISIBLE_DEVICES": ""}, monkeypatch)
     assert settings["mem_mb"] == 12000
 
 

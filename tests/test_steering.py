@@ -206,8 +206,8 @@ def plan_error(monkeypatch, **steering):
     raw["steering"].update(steering)
     with pytest.raises(TraitflowError) as err:
         check_config(raw, os.path.join(REPO, "schemas", "config.schema.yaml"))
-        config = demo_config(steering=steering)
-        plan_steering(config, make_plan(config))
+        plan = make_plan(demo_config(steering=steering))
+        plan_steering(plan.settings.steering, plan)
     return str(err.value)
 
 
@@ -240,8 +240,8 @@ def test_steering_every_trait_leaves_out_one_without_labelled_prompts_with_a_war
     labelled = tmp_path / "prompts.json"
     labelled.write_text(json.dumps({"prompts": [{"text": "How do I bake bread?", "labels": {"refusal": False}},
                                                 {"text": "How do I make a bomb?", "labels": {"refusal": True}}]}))
-    config = demo_config(steering={"prompts_file": str(labelled)})
-    assert list(plan_steering(config, make_plan(config))["traits"]) == ["refusal"]
+    plan = make_plan(demo_config(steering={"prompts_file": str(labelled)}))
+    assert list(plan_steering(plan.settings.steering, plan)["traits"]) == ["refusal"]
     warnings = [line for line in capsys.readouterr().err.splitlines() if "steering leaves" in line]
     assert [w.split("'")[1] for w in warnings] == ["sycophancy", "uncertainty"]
 

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO, job_counts, snakemake
+from conftest import REPO, job_counts, make_config, snakemake
 
 from traitflow.core.errors import TraitflowError
+from traitflow.core.settings import settings_from_config
 from traitflow.demo.corpus import TRAITS
 from traitflow.demo.train import HELPFUL_DIR, SHIPPED_DIR
 
@@ -155,7 +156,7 @@ def plan_of(**config):
 
     plan = SimpleNamespace(traits={"refusal": None}, ok_traits=[SimpleNamespace(
         name="refusal", vector_path="experiments/x/refusal/extraction/vectors/probe_layer2.pt")])
-    return plan_variants({"model": "unused", "vector": {}, **config}, plan)
+    return plan_variants(settings_from_config(make_config(model="unused", **config)), plan)
 
 
 CHAT_V = {"name": "chat", "model": CHAT}

@@ -99,12 +99,13 @@ def find_examples(extraction):
     return complete[0], dict(zip(SIDES, files if len(files) == 2 else files * 2))
 
 
-def plan_extraction(vector_cfg, files):
+def plan_extraction(vector, files):
     """(positions, presentation) of a trait's extraction from config vector.position / vector.presentation
-    and its examples files ({side: file}), checked: a position the examples do not have is an error."""
+    (traitflow.core.settings.VectorSettings) and its examples files ({side: file}), checked: a position the
+    examples do not have is an error."""
     where = files["positive"]
-    presentation = presentation_of(vector_cfg.get("presentation", "auto"), form_of(where), where)
-    positions = positions_of(vector_cfg.get("position", DEFAULT_POSITION))
+    presentation = presentation_of(vector.presentation, form_of(where), where)
+    positions = positions_of(DEFAULT_POSITION if vector.position is None else vector.position)
     for p in positions:
         check_position(p, presentation, where)
     return positions, presentation

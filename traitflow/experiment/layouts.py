@@ -73,9 +73,9 @@ class Found:
     examples: dict = field(default_factory=dict)
 
 
-def resolve_layout(config):
+def resolve_layout(setting):
     """config layout (a preset name, or a mapping of preset / vectors / examples / prompts / fields) -> Layout."""
-    raw = config.get("layout") or DEFAULT_PRESET
+    raw = setting or DEFAULT_PRESET
     raw = {"preset": raw} if isinstance(raw, str) else dict(raw)
     name = raw.get("preset", DEFAULT_PRESET)
     if name not in PRESETS:

@@ -10,6 +10,7 @@ import difflib
 import io
 import os
 import re
+from dataclasses import replace
 
 from ..core.errors import TraitflowError
 from .prompt_columns import prompt_meta
@@ -25,15 +26,15 @@ def default_prompt_files(exp_dir):
     return [p for p in (os.path.join(exp_dir, DEFAULT_STEM + ext) for ext in PROMPT_EXTS) if os.path.exists(p)]
 
 
-def prompts_source(config, exp_dir):
+def prompts_source(inputs, exp_dir):
     """Where the default set comes from: "config prompts", config prompts_file, or the one inference_prompts file.
 
     With no such file this names inference_prompts.txt (reading it then says it is missing).
     """
-    if config.get("prompts") is not None:
+    if inputs.prompts is not None:
         return "config prompts"
-    if config.get("prompts_file"):
-        return config["prompts_file"]
+    if inputs.prompts_file:
+        return inputs.prompts_file
     found = default_prompt_files(exp_dir)
     if len(found) > 1:
         raise TraitflowError(found[1], f"the default prompt set is also {found[0]}",
@@ -41,12 +42,12 @@ def prompts_source(config, exp_dir):
     return found[0] if found else os.path.join(exp_dir, DEFAULT_STEM + ".txt")
 
 
-def load_prompt_list(config, exp_dir):
+def load_prompt_list(inputs, exp_dir):
     """The default set's prompt records."""
-    if config.get("prompts") is not None:
-        return [{"text": t} for t in check_prompts(config["prompts"], "config prompts")]
-    path = prompts_source(config, exp_dir)
-    if not os.path.exists(path) and not config.get("prompts_file"):
+    if inputs.prompts is not None:
+        return [{"text": t} for t in check_prompts(inputs.prompts, "config prompts")]
+    path = prompts_source(inputs, exp_dir)
+    if not os.path.exists(path) and not inputs.prompts_file:
         raise TraitflowError(path, "prompts file not found",
                              f"create it with one prompt per line (or {DEFAULT_STEM}.jsonl or .json, see "
                              "docs/formats.md), or point the config at the right file")
@@ -72,33 +73,33 @@ def prompt_set_files(exp_dir):
     return found
 
 
-def named_set_files(config, exp_dir):
+def named_set_files(inputs, exp_dir):
     """{set: file}: config layout.prompts' matches where the layout has a prompts pattern
     (traitflow.experiment.layouts), else inference/prompts/{set}.{txt,jsonl,json}."""
-    layout = config.get("layout")
+    layout = inputs.layout
     if isinstance(layout, dict) and layout.get("prompts"):
         from .layouts import prompt_set_files as layout_set_files, resolve_layout
 
-        return layout_set_files(resolve_layout(config), exp_dir)
+        return layout_set_files(resolve_layout(layout), exp_dir)
     return prompt_set_files(exp_dir)
 
 
-def default_set_exists(config, exp_dir):
-    return config.get("prompts") is not None or os.path.exists(prompts_source(config, exp_dir))
+def default_set_exists(inputs, exp_dir):
+    return inputs.prompts is not None or os.path.exists(prompts_source(inputs, exp_dir))
 
 
-def load_prompt_sets(config, exp_dir):
+def load_prompt_sets(inputs, exp_dir):
     """{set: [prompt records]}: the default set (inference_prompts.*, prompts_file or prompts) when it
     exists, then the named sets of inference/prompts/, as chosen by config prompt_sets."""
-    named = named_set_files(config, exp_dir)
-    default_exists = default_set_exists(config, exp_dir)
-    wanted = config.get("prompt_sets", "all")
+    named = named_set_files(inputs, exp_dir)
+    default_exists = default_set_exists(inputs, exp_dir)
+    wanted = inputs.prompt_sets
     if wanted == "all":
         wanted = ([DEFAULT_SET] if default_exists or not named else []) + list(named)
     sets = {}
     for name in dict.fromkeys(wanted):
         if name == DEFAULT_SET:
-            sets[name] = load_prompt_list(config, exp_dir)
+            sets[name] = load_prompt_list(inputs, exp_dir)
         elif name in named:
             sets[name] = read_prompt_records(named[name])
         else:
@@ -110,33 +111,33 @@ def load_prompt_sets(config, exp_dir):
     return sets
 
 
-def set_source(config, exp_dir, name):
+def set_source(inputs, exp_dir, name):
     """The file (or "config prompts") a set's prompts come from: what error lines name."""
-    return prompts_source(config, exp_dir) if name == DEFAULT_SET else named_set_files(config, exp_dir)[name]
+    return prompts_source(inputs, exp_dir) if name == DEFAULT_SET else named_set_files(inputs, exp_dir)[name]
 
 
-def plan_prompts(config, exp_dir):
+def plan_prompts(inputs, exp_dir):
     """(texts, refs, metas) over every chosen set, by plan-wide id: refs[g] = (set, index in set),
     metas[g] = the prompt's id, fields and labels (traitflow.experiment.prompt_columns.prompt_meta)."""
-    sets = load_prompt_sets(config, exp_dir)
+    sets = load_prompt_sets(inputs, exp_dir)
     records = [(name, i, r) for name, recs in sets.items() for i, r in enumerate(recs)]
     return ({name: [r["text"] for r in recs] for name, recs in sets.items()},
             [(name, i) for name, i, _ in records], [prompt_meta(r) for _, _, r in records])
 
 
-def experiment_prompt_counts(config, exp_dir):
+def experiment_prompt_counts(inputs, exp_dir):
     """{set: number of prompts} over every set the experiment has now (selected or not); None for a
     set whose file cannot be read now (its files are then never called orphans), and None in all
     when the sets themselves cannot be listed."""
     try:
-        names = ([DEFAULT_SET] if default_set_exists(config, exp_dir) else []) + list(named_set_files(config, exp_dir))
+        names = ([DEFAULT_SET] if default_set_exists(inputs, exp_dir) else []) + list(named_set_files(inputs, exp_dir))
     except TraitflowError:
         return None
     counts = {}
     for name in names:
         try:
             with contextlib.redirect_stderr(io.StringIO()):  # the plan has warned about duplicates already
-                counts[name] = len(load_prompt_sets({**config, "prompt_sets": [name]}, exp_dir)[name])
+                counts[name] = len(load_prompt_sets(replace(inputs, prompt_sets=[name]), exp_dir)[name])
         except TraitflowError:
             counts[name] = None
     return counts

@@ -201,17 +201,19 @@ def plural(n, word):
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def plan_trait(exp_dir, name, vector_cfg, n_layers, model=None, layout=None):
+def plan_trait(exp_dir, name, vector, n_layers, model=None, layout=None):
+    """A trait's TraitPlan under config vector (traitflow.core.settings.VectorSettings); its error says why
+    it cannot run."""
     trait = TraitPlan(name=name)
     trait.error = trait_name_problem(name)
     if trait.error:
         return trait
     if layout is not None and layout.custom:
-        return _plan_layout_trait(trait, exp_dir, vector_cfg, n_layers, model, layout)
+        return _plan_layout_trait(trait, exp_dir, vector, n_layers, model, layout)
     extraction = os.path.join(exp_dir, name, "extraction")
     vectors_dir = os.path.join(extraction, "vectors")
-    trait.layer = n_layers // 2 if vector_cfg.get("layer") is None else vector_cfg["layer"]
-    method = vector_cfg.get("method", "auto")
+    trait.layer = n_layers // 2 if vector.layer is None else vector.layer
+    method = vector.method
     if not os.path.isdir(os.path.join(exp_dir, name)):
         trait.error = (f"{os.path.join(exp_dir, name)}: trait folder not found; "
                        "fix: create it or remove the trait from traits")
@@ -230,7 +232,7 @@ def plan_trait(exp_dir, name, vector_cfg, n_layers, model=None, layout=None):
     trait.extract = form is not None
     if trait.extract and (method == "auto" or method in EXTRACTED_METHODS):
         trait.examples = files
-        return _plan_extraction(trait, vector_cfg, vectors_dir, method, extraction)
+        return _plan_extraction(trait, vector, vectors_dir, method, extraction)
     try:
         available = list_vectors(vectors_dir)
     except TraitflowError as err:  # a vector as both .pt and .safetensors
@@ -258,19 +260,19 @@ def plan_trait(exp_dir, name, vector_cfg, n_layers, model=None, layout=None):
     try:
         trait.method, trait.vector_path = choose_vector(available, method, trait.layer, vectors_dir)
         if model is not None:
-            check_vector_model(trait.vector_path, model, vector_cfg.get("allow_model_mismatch", False))
+            check_vector_model(trait.vector_path, model, vector.allow_model_mismatch)
         trait.position = known_position(read_metadata(trait.vector_path))
     except TraitflowError as err:
         trait.error = str(err)
     return trait
 
 
-def _plan_extraction(trait, vector_cfg, vectors_dir, method, where):
+def _plan_extraction(trait, vector, vectors_dir, method, where):
     """An extracted trait's method, positions, presentation and vector path (under the first position's folder)."""
     trait.error = _examples_problem(trait.examples, trait.name, where)
     trait.method = "probe" if method == "auto" else method
     try:
-        trait.positions, trait.presentation = plan_extraction(vector_cfg, trait.examples)
+        trait.positions, trait.presentation = plan_extraction(vector, trait.examples)
     except TraitflowError as err:
         trait.error = trait.error or str(err)
         return trait
@@ -287,12 +289,12 @@ def _misnamed_vectors(vectors_dir):
     return sorted(f for f in os.listdir(vectors_dir) if f.endswith((".pt", ".safetensors")))
 
 
-def _plan_layout_trait(trait, exp_dir, vector_cfg, n_layers, model, layout):
+def _plan_layout_trait(trait, exp_dir, vector, n_layers, model, layout):
     """plan_trait under a layout's patterns: examples mean extraction (into our own folder), else a vector found."""
     if layout.found is None:
         layout.found = layouts.discover(layout, exp_dir)
-    trait.layer = n_layers // 2 if vector_cfg.get("layer") is None else vector_cfg["layer"]
-    method = vector_cfg.get("method", "auto")
+    trait.layer = n_layers // 2 if vector.layer is None else vector.layer
+    method = vector.method
     found = layout.found.get(trait.name)
     patterns = " or ".join(layout.vectors + layout.examples)
     if found is None:
@@ -310,7 +312,7 @@ def _plan_layout_trait(trait, exp_dir, vector_cfg, n_layers, model, layout):
     ours = os.path.join(exp_dir, trait.name, "extraction", "vectors")
     if trait.extract and (method == "auto" or method in EXTRACTED_METHODS):
         trait.examples = examples
-        return _plan_extraction(trait, vector_cfg, ours, method, os.path.dirname(examples["positive"]))
+        return _plan_extraction(trait, vector, ours, method, os.path.dirname(examples["positive"]))
     if not trait.vectors:
         have = next(iter(examples.items()), None)
         lacking = "negative" if "positive" in examples else "positive"
@@ -323,7 +325,7 @@ def _plan_layout_trait(trait, exp_dir, vector_cfg, n_layers, model, layout):
         where = os.path.commonpath(list(trait.vectors.values()))  # the folder holding all of the trait's vectors
         trait.method, trait.vector_path = choose_vector(trait.vectors, method, trait.layer, where)
         if model is not None:
-            check_vector_model(trait.vector_path, model, vector_cfg.get("allow_model_mismatch", False))
+            check_vector_model(trait.vector_path, model, vector.allow_model_mismatch)
         trait.position = known_position(read_metadata(trait.vector_path))
     except TraitflowError as err:
         trait.error = str(err)

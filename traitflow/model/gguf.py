@@ -191,9 +191,10 @@ class GgufModel:
 _PLANNED = {}
 
 
-def gguf_model(config):
-    """The GGUF config `model` names: resolved, hashed (cached by path, size, mtime) and checked."""
-    name = config["model"]
+def gguf_model(model):
+    """The GGUF file model (traitflow.core.settings.ModelSettings) names: resolved, hashed (cached by path, size,
+    mtime) and checked against model.sha256."""
+    name = model.name
     if name not in _PLANNED:
         path = resolve_gguf(name)
         st = os.stat(path)
@@ -212,9 +213,9 @@ def gguf_model(config):
             except OSError:  # a read-only working directory only loses the cache
                 pass
         _PLANNED[name] = GgufModel(name, path, entry["sha256"], entry["facts"])
-    model = _PLANNED[name]
-    check_sha256(model.path, model.sha256, config.get("model_sha256"))
-    return model
+    planned = _PLANNED[name]
+    check_sha256(planned.path, planned.sha256, model.sha256)
+    return planned
 
 
 def check_sha256(path, got, expected):

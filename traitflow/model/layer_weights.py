@@ -12,6 +12,7 @@ import torch
 
 from .arch import architecture_for, get_module
 from ..core.errors import TraitflowError
+from ..core.settings import ModelSettings
 from .model_facts import model_dir
 
 
@@ -23,7 +24,7 @@ _CHECKPOINTS = (  # (index of a sharded checkpoint, single file), in from_pretra
 
 def model_folder(model_path):
     """The local folder of a model: the path itself, or a hub name's snapshot in the local cache."""
-    folder = model_dir({"model": model_path})
+    folder = model_dir(ModelSettings(name=model_path))
     if folder is None or not os.path.isdir(folder):
         raise TraitflowError(f"model '{model_path}'", "not a local folder and not in the local Hugging Face cache; "
                              "nothing is downloaded at run time",

@@ -18,19 +18,20 @@ from ..core.errors import TraitflowError
 DEMO_MODEL = "traitflow-demo"  # the random model, built per demo_model spec (traitflow.demo.spec.demo_model_dir)
 
 
-def model_path(config):
+def model_path(model):
+    """What from_pretrained loads for model (traitflow.core.settings.ModelSettings)."""
     from ..demo.spec import demo_model_dir
 
-    if is_gguf(config["model"]):
-        return gguf_model(config).folder  # converted by the workflow (rule convert_gguf)
-    return demo_model_dir(config.get("demo_model")) if config["model"] == DEMO_MODEL else config["model"]
+    if is_gguf(model.name):
+        return gguf_model(model).folder  # converted by the workflow (rule convert_gguf)
+    return demo_model_dir(model.demo_spec) if model.name == DEMO_MODEL else model.name
 
 
-def planned_chat_template(config):
+def planned_chat_template(model):
     """Whether a model the workflow builds will have a chat template (None: not built here; ask its folder)."""
-    if config["model"] == DEMO_MODEL:
+    if model.name == DEMO_MODEL:
         return True
-    return gguf_model(config).facts["chat_template"] if is_gguf(config["model"]) else None
+    return gguf_model(model).facts["chat_template"] if is_gguf(model.name) else None
 
 
 def _hub_dir():
@@ -48,30 +49,30 @@ def _looks_like_path(name):
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
 
 
-def model_dir(config):
+def model_dir(model):
     """The folder holding the model's files, or None when there is none (yet)."""
-    name = config["model"]
+    name = model.name
     if name == DEMO_MODEL:
-        return model_path(config) if os.path.isdir(model_path(config)) else None
+        return model_path(model) if os.path.isdir(model_path(model)) else None
     if is_gguf(name):
-        return gguf_model(config).folder if gguf_model(config).converted else None
+        return gguf_model(model).folder if gguf_model(model).converted else None
     if os.path.isdir(name):
         return name
     hit = _hub_config(name)
     return os.path.dirname(hit) if hit else None
 
 
-def model_config(config):
+def model_config(model):
     """The model's config.json as a dict, read without importing transformers."""
     from ..demo.spec import DEFAULT_SPEC, check_spec
 
-    name = config["model"]
+    name = model.name
     if name == DEMO_MODEL:
-        check_spec(config.get("demo_model"))
-        return {"model_type": "gemma2", **DEFAULT_SPEC, **config.get("demo_model", {})}
+        check_spec(model.demo_spec)
+        return {"model_type": "gemma2", **DEFAULT_SPEC, **(model.demo_spec or {})}
     where = f"config model '{name}'"
     if is_gguf(name):  # from the file's header: the same facts before and after the conversion
-        gguf = gguf_model(config)
+        gguf = gguf_model(model)
         architecture_for(SimpleNamespace(model_type=gguf.facts["model_type"]), where=f"{where} ({gguf.path})")
         return gguf.config()
     if os.path.isdir(name):
@@ -149,11 +150,11 @@ def _header(path):
         return json.loads(fh.read(size))
 
 
-def _model_files(config):
-    if config["model"] == DEMO_MODEL:
-        return [os.path.join(model_path(config), "config.json")]
-    if is_gguf(config["model"]):
-        return [os.path.join(model_path(config), name) for name in GGUF_OUTPUTS]
-    if os.path.isdir(config["model"]):
-        return [os.path.join(config["model"], "config.json")]
+def _model_files(model):
+    if model.name == DEMO_MODEL:
+        return [os.path.join(model_path(model), "config.json")]
+    if is_gguf(model.name):
+        return [os.path.join(model_path(model), name) for name in GGUF_OUTPUTS]
+    if os.path.isdir(model.name):
+        return [os.path.join(model.name, "config.json")]
     return []

@@ -197,28 +197,24 @@ def read_auto_or_value(config):
                 node[leaf] = parsed
 
 
-def plan_model_settings(config, folder, demo=False):
-    """Resolve, in config itself, every `auto` a model job depends on; returns the resolved values.
+def plan_model_settings(jobs, folder, model_name, demo=False):
+    """Resolve every `auto` a model job depends on (jobs: traitflow.core.settings.JobSettings); returns the
+    concrete values, which rules/common.smk writes into config for the jobs.
 
     resources.gpu (auto: 1 when capture.device names cuda, 0 when it is cpu, else
     1 when the planning machine sees a GPU), capture.device (auto: cuda when jobs get a GPU), capture.dtype
     (auto: bfloat16 on cuda), resources.mem_mb (auto: from the weights in folder)
     and generation.chat_template (auto: whether the tokenizer in folder has one).
     """
-    res, cap, gen = config["resources"], config["capture"], config["generation"]
-    if res.get("gpu", "auto") == "auto":
-        requested = str(cap.get("device", "auto"))
+    if jobs.gpu == "auto":
+        requested = str(jobs.device)
         gpus = 1 if requested.startswith("cuda") else 0 if requested == "cpu" else plan_gpus("auto")
     else:
-        gpus = int(res["gpu"])
-    device = plan_device(cap.get("device", "auto"), gpus)
-    dtype = plan_dtype(cap.get("dtype", "auto"), device)
-    mem_mb = res.get("mem_mb", "auto")
-    mem_mb = plan_mem_mb(folder, dtype, device) if mem_mb == "auto" else int(mem_mb)
-    chat = plan_chat_template(gen.get("chat_template", "auto"), folder, config["model"], demo)
-    res.update(gpu=gpus, mem_mb=mem_mb)
-    cap.update(device=device, dtype=dtype)
-    gen.update(chat_template=chat)
+        gpus = int(jobs.gpu)
+    device = plan_device(jobs.device, gpus)
+    dtype = plan_dtype(jobs.dtype, device)
+    mem_mb = plan_mem_mb(folder, dtype, device) if jobs.mem_mb == "auto" else int(jobs.mem_mb)
+    chat = plan_chat_template(jobs.chat_template, folder, model_name, demo)
     return {"gpu": gpus, "device": device, "dtype": dtype, "mem_mb": mem_mb, "chat_template": chat}
 
 

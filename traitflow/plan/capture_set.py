@@ -30,13 +30,14 @@ from ..experiment.traits import plan_trait
 from ..experiment.vectors import vector_problems
 
 
-def kept_traits(plan, config, captured):
+def kept_traits(plan, captured):
     """{name: TraitPlan} of the traits among captured that config did not choose and that can still run."""
     names = [n for n in dict.fromkeys(captured) if n not in plan.traits]
     if not names:
         return {}
-    layout = resolve_layout(config)
-    kept = {n: plan_trait(plan.exp_dir, n, config["vector"], plan.n_layers, config["model"], layout) for n in names}
+    settings = plan.settings
+    layout = resolve_layout(settings.inputs.layout)
+    kept = {n: plan_trait(plan.exp_dir, n, settings.vector, plan.n_layers, plan.model, layout) for n in names}
     kept = {n: t for n, t in kept.items() if t.error is None}
     bad = vector_problems([t.vector_path for t in kept.values()], plan.hidden_size)
     return {n: t for n, t in kept.items() if t.vector_path not in bad}

@@ -68,19 +68,22 @@ def describe(orphans, exp_dir):
             f"(or `make clean EXP={exp}`)")
 
 
-def orphans_line(config, exp_dir):
-    """describe() for the end-of-run summary; '' when there are none (or they cannot be told)."""
+def orphans_line(inputs, exp_dir):
+    """describe() for the end-of-run summary (inputs: traitflow.core.settings.InputSettings); '' when there are
+    none (or they cannot be told)."""
     from ..experiment.prompt_sets import experiment_prompt_counts
 
     try:
-        return describe(orphan_outputs(exp_dir, experiment_prompt_counts(config, exp_dir)), exp_dir)
+        return describe(orphan_outputs(exp_dir, experiment_prompt_counts(inputs, exp_dir)), exp_dir)
     except OSError:  # a folder vanishing under a concurrent clean: the summary goes on without this line
         return ""
 
 
-def experiment_config(exp, root="."):
-    """The prompt settings of config.yaml merged with experiments/{exp}/config.yaml (top-level keys)."""
+def experiment_inputs(exp, root="."):
+    """The InputSettings of config.yaml merged with experiments/{exp}/config.yaml (top-level keys)."""
     import yaml
+
+    from ..core.settings import input_settings
 
     config = {}
     for path in (os.path.join(root, "config.yaml"), os.path.join(root, "experiments", exp, "config.yaml")):
@@ -88,7 +91,7 @@ def experiment_config(exp, root="."):
             with open(path, encoding="utf-8") as fh:
                 loaded = yaml.safe_load(fh)
             config.update(loaded if isinstance(loaded, dict) else {})
-    return {k: config.get(k) for k in ("prompts", "prompts_file", "layout")}
+    return input_settings(config)
 
 
 def main(argv=None):
@@ -106,7 +109,7 @@ def main(argv=None):
         print(error_line("orphans", err), file=sys.stderr)
         return 1
     exp_dir = os.path.join("experiments", args.experiment)
-    counts = experiment_prompt_counts(experiment_config(args.experiment), exp_dir)
+    counts = experiment_prompt_counts(experiment_inputs(args.experiment), exp_dir)
     orphans = [path for path, _, _ in orphan_outputs(exp_dir, counts)]
     for path in orphans:
         print(path)

@@ -1,5 +1,8 @@
 """Parse-time planning for the Snakefile: make_plan() joins traits, vectors, prompt sets, shards and model facts.
 
+make_plan reads the config once, into traitflow.core.settings.Settings (kept as Plan.settings): every module
+below takes a section of it or plain values, never the config dict.
+
 The config check (traitflow.experiment.config_check) and the model facts (traitflow.model.model_facts) have their own
 modules; the names the Snakefile and scripts import from here are re-exported.
 
@@ -15,6 +18,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from ..core.errors import TraitflowError
+from ..core.settings import Settings, settings_from_config
 from ..experiment.prompt_sets import (DEFAULT_SET, SET_NAME, check_prompt_lengths, load_prompt_list, load_prompt_sets,  # noqa: F401
                           plan_prompts, prompt_set_files, prompts_source, set_source)
 from ..experiment.config_check import check_config  # noqa: F401 (the Snakefile imports it from here)
@@ -43,6 +47,7 @@ class Plan:
     prompt_refs: list = field(default_factory=list)  # g -> (prompt set, index within the set)
     shard_names: list = field(default_factory=list)  # shard k -> "shard{j}" or "{set}_shard{j}" (stable per set)
     prompt_meta: list = field(default_factory=list)  # g -> {"id", "fields", "labels"} where the prompt has them
+    settings: Settings | None = None  # the config as read by make_plan (None in a Plan built by hand)
 
     @cached_property
     def prompt_columns(self):
@@ -77,42 +82,44 @@ def shard(indices, per_job):
 
 
 def make_plan(config):
-    exp = config["experiment"]
+    """The Plan of a config the schema has checked and completed. Raises TraitflowError."""
+    settings = settings_from_config(config)
+    exp = settings.experiment
     exp_dir = os.path.join("experiments", exp)
     if not os.path.isdir(exp_dir):
         raise experiment_not_found(exp_dir)
-    model_cfg = model_config(config)
+    model_cfg = model_config(settings.model)
     n_layers = int(model_cfg["num_hidden_layers"])
-    prompt_sets, refs, metas = plan_prompts(config, exp_dir)  # {set: [texts]}; per prompt (set, index), meta
+    prompt_sets, refs, metas = plan_prompts(settings.inputs, exp_dir)  # {set: [texts]}; per prompt (set, index), meta
     context = model_cfg.get("max_position_embeddings")
     if context:
         for name, texts in prompt_sets.items():
-            check_prompt_lengths(texts, set_source(config, exp_dir, name), model_dir(config), int(context),
-                                 config["generation"]["max_new_tokens"])
+            check_prompt_lengths(texts, set_source(settings.inputs, exp_dir, name), model_dir(settings.model),
+                                 int(context), settings.max_new_tokens)
     prompts = [p for texts in prompt_sets.values() for p in texts]
     shards, shard_names, start = [], [], 0
     for name, texts in prompt_sets.items():
-        per_set = shard(list(range(start, start + len(texts))), config["capture"]["prompts_per_job"])
+        per_set = shard(list(range(start, start + len(texts))), settings.prompts_per_job)
         shards += per_set
         shard_names += [f"shard{j}" if name == DEFAULT_SET else f"{name}_shard{j}" for j in range(len(per_set))]
         start += len(texts)
-    layer = config["vector"].get("layer")
+    layer = settings.vector.layer
     if layer is not None and layer >= n_layers:
         raise TraitflowError("config vector.layer", f"layer {layer} does not exist (the model has layers "
                              f"0-{n_layers - 1})", "pick one of those, or null for the middle layer")
-    layout = resolve_layout(config)
+    layout = resolve_layout(settings.inputs.layout)
     discovered, near_misses = discover_traits(exp_dir, layout)
     for folder, problem, fix in near_misses:
         print(f"traitflow [plan] warning: {folder}: {problem}; fix: {fix}", file=sys.stderr)
-    names = discovered if config["traits"] == "all" else resolve_trait_names(config["traits"], discovered, exp_dir)
+    names = discovered if settings.traits == "all" else resolve_trait_names(settings.traits, discovered, exp_dir)
     if not names:
         raise no_traits_error(exp_dir, layout)
-    plan = Plan(experiment=exp, exp_dir=exp_dir, model=config["model"], model_path=model_path(config),
-                model_files=_model_files(config), n_layers=n_layers, prompts=prompts, shards=shards,
+    plan = Plan(experiment=exp, exp_dir=exp_dir, model=settings.model.name, model_path=model_path(settings.model),
+                model_files=_model_files(settings.model), n_layers=n_layers, prompts=prompts, shards=shards,
                 hidden_size=int(model_cfg["hidden_size"]), context=int(context) if context else None,
-                prompt_refs=refs, shard_names=shard_names, prompt_meta=metas)
+                prompt_refs=refs, shard_names=shard_names, prompt_meta=metas, settings=settings)
     for name in names:
-        plan.traits[name] = plan_trait(exp_dir, name, config["vector"], n_layers, config["model"], layout)
+        plan.traits[name] = plan_trait(exp_dir, name, settings.vector, n_layers, settings.model.name, layout)
         if name not in discovered and not trait_name_problem(name) and not os.path.isdir(os.path.join(exp_dir, name)):
             close = difflib.get_close_matches(name, discovered + [d.split("/")[-1] for d in discovered], n=1)
             plan.traits[name].error = (f"config traits: no trait '{name}' in {exp_dir}; fix: "
@@ -121,7 +128,7 @@ def make_plan(config):
     runnable = [t for t in plan.traits.values() if t.error is None]
     bad = vector_problems([t.vector_path for t in runnable], plan.hidden_size)
     for t in runnable:
-        t.error = bad.get(t.vector_path) or (example_length_problem(t, model_dir(config), plan.context)
+        t.error = bad.get(t.vector_path) or (example_length_problem(t, model_dir(settings.model), plan.context)
                                              if t.examples and plan.context else None)
     if not plan.ok_traits:
         raise TraitflowError(exp_dir, "no trait can run: " + " | ".join(

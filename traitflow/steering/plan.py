@@ -17,18 +17,17 @@ from ..experiment.vectors import vector_filename
 DIRECTION_LABEL = {"add": False, "subtract": True, "ablate": True}  # the label of the prompts each direction steers
 
 
-def steering_prompts(config, plan):
+def steering_prompts(s, plan):
     """[{"key", "id", "text", "labels"}] of the labelled prompts steering reads, and where they come from."""
-    s = config["steering"]
-    if s["prompts_file"]:
-        path = s["prompts_file"]
+    if s.prompts_file:
+        path = s.prompts_file
         if not os.path.isfile(path):
             raise TraitflowError("config steering.prompts_file", f"{path} does not exist",
                                  "name a labelled .json or .jsonl prompt file (docs/formats.md), or null")
         records = read_prompt_records(path)
         return [{"key": f"prompt_{i}", "id": r.get("id", i), "text": r["text"], "labels": r.get("labels", {})}
                 for i, r in enumerate(records)], path
-    name = s["prompt_set"]
+    name = s.prompt_set
     found = [g for g in range(len(plan.prompts)) if plan.prompt_set(g) == name]
     if not found:
         raise TraitflowError("config steering.prompt_set", f"no prompt set '{name}' in this run",
@@ -39,7 +38,7 @@ def steering_prompts(config, plan):
 
 
 def steered_layers(s, trait, n_layers):
-    layers = s["layers"] or [trait.layer]
+    layers = s.layers or [trait.layer]
     outside = [l for l in layers if l >= n_layers]
     if outside:
         raise TraitflowError("config steering.layers", f"{outside} do not exist (the model has layers "
@@ -49,7 +48,7 @@ def steered_layers(s, trait, n_layers):
 
 def trait_vectors(s, trait, layers):
     """{layer: vector path} of the method steered (steering.method; auto: the trait's own)."""
-    method = trait.method if s["method"] == "auto" else s["method"]
+    method = trait.method if s.method == "auto" else s.method
     folder = os.path.dirname(trait.vector_path)
     vectors = {l: os.path.join(folder, vector_filename(method, l)) for l in layers}
     if not trait.extract:  # vectors a user brought must exist now; ours are the extraction's outputs
@@ -60,29 +59,29 @@ def trait_vectors(s, trait, layers):
     return method, vectors
 
 
-def plan_steering(config, plan):
+def plan_steering(s, plan):
     """{"prompts": [...], "source", "traits": {name: {...}}}, or None when steering is off (or no trait has prompts).
 
-    Each trait: method, vector layer, {layer: vector path}, and per direction the keys of its prompts.
+    s: config steering (traitflow.core.settings.SteeringSettings). Each trait: method, vector layer,
+    {layer: vector path}, and per direction the keys of its prompts.
     """
-    s = config["steering"]
-    if not s["enabled"]:
+    if not s.enabled:
         return None
-    prompts, source = steering_prompts(config, plan)
-    names = [t.name for t in plan.ok_traits] if s["traits"] == "all" else s["traits"]
+    prompts, source = steering_prompts(s, plan)
+    names = [t.name for t in plan.ok_traits] if s.traits == "all" else s.traits
     unknown = [n for n in names if n not in plan.traits or plan.traits[n].error]
     if unknown:
         raise TraitflowError("config steering.traits", f"{unknown} are not traits of this run",
                              f"pick from {[t.name for t in plan.ok_traits]}, or all")
-    classifiers(s["behaviour"], names)  # a bad pattern or function: one line now
-    directions = s["directions"] + (["ablate"] if s["ablate"] else [])
+    classifiers(s.behaviour, names)  # a bad pattern or function: one line now
+    directions = s.directions + (["ablate"] if s.ablate else [])
     traits = {}
     for name in names:
         trait = plan.traits[name]
         layers = steered_layers(s, trait, plan.n_layers)
         try:
             method, vectors = trait_vectors(s, trait, layers)
-            chosen = {d: [p["key"] for p in prompts if p["labels"].get(name) is DIRECTION_LABEL[d]][:s["max_prompts"]]
+            chosen = {d: [p["key"] for p in prompts if p["labels"].get(name) is DIRECTION_LABEL[d]][:s.max_prompts]
                       for d in directions}
             empty = [d for d, keys in chosen.items() if not keys]
             if empty:
@@ -91,7 +90,7 @@ def plan_steering(config, plan):
                                      f"{name}: {label} to {empty[0]}", f"label some prompts {{{name}: {label}}} in "
                                      "the prompt file, or leave the trait out of steering.traits")
         except TraitflowError as err:
-            if s["traits"] != "all":
+            if s.traits != "all":
                 raise
             # steering every trait: one it cannot steer (no labelled prompts, no vector of the method and
             # layer steered: a trait that brings its own) is left out, not the run
@@ -106,10 +105,10 @@ def plan_steering(config, plan):
     return {"prompts": chosen_prompts, "source": source, "traits": traits}
 
 
-def steering_generation(config):
-    """Steering's generation settings (greedy unless steering.temperature says otherwise), as its jobs' params."""
-    s, gen = config["steering"], config["generation"]
-    return {"max_new_tokens": s["max_new_tokens"] or gen["max_new_tokens"], "temperature": s["temperature"],
+def steering_generation(s, gen):
+    """Steering's generation settings (greedy unless steering.temperature says otherwise), as its jobs' params,
+    from config steering (SteeringSettings) and the generation params (rules/common.smk generation_params)."""
+    return {"max_new_tokens": s.max_new_tokens or gen["max_new_tokens"], "temperature": s.temperature,
             "top_p": gen["top_p"], "seed": gen["seed"], "chat_template": gen["chat_template"]}
 
 

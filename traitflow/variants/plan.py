@@ -14,7 +14,7 @@ No torch: the Snakefile imports this on every invocation.
 """
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..core.errors import TraitflowError
 from ..model.gguf import is_gguf
@@ -36,14 +36,10 @@ class Variant:
     vectors: dict = field(default_factory=dict)  # trait -> a vector this variant brings (else the shared one)
 
 
-def entries(config):
-    """The variants as the config lists them ([] without `variants:`)."""
-    return list(config.get("variants") or [])
-
-
-def vector_variant_name(config):
-    names = [v.get("name") for v in entries(config) if isinstance(v, dict)]
-    return (config.get("vector") or {}).get("variant") or (names[0] if names else None)
+def vector_variant_name(raw, variant):
+    """config vector.variant, else the first of the variants raw lists."""
+    names = [v.get("name") for v in raw if isinstance(v, dict)]
+    return variant or (names[0] if names else None)
 
 
 def use_vector_variant_model(config):
@@ -51,19 +47,21 @@ def use_vector_variant_model(config):
 
     Tolerant of a malformed config: the schema check and plan_variants report problems afterwards.
     """
-    name = vector_variant_name(config)
-    for v in entries(config):
+    raw = config.get("variants") or []
+    name = vector_variant_name(raw, (config.get("vector") or {}).get("variant"))
+    for v in raw:
         if isinstance(v, dict) and v.get("name") == name and isinstance(v.get("model"), str):
             config["model"] = v["model"]
 
 
-def _variant_config(config, model):
-    return {**config, "model": model}
+def _variant_model(model, name):
+    """The experiment's ModelSettings (traitflow.core.settings) for the variant's model name."""
+    return replace(model, name=name)
 
 
-def plan_variants(config, plan):
+def plan_variants(settings, plan):
     """[Variant] in config order, the vector variant first; [] without `variants:`. Raises TraitflowError."""
-    raw = entries(config)
+    raw = settings.variants
     if not raw:
         return []
     names = [v["name"] for v in raw]
@@ -72,7 +70,7 @@ def plan_variants(config, plan):
             j = names.index(name)
             raise TraitflowError("config variants", f"variants {j + 1} ({raw[j]['model']}) and {i + 1} "
                                  f"({raw[i]['model']}) are both named '{name}'", FIX_NAMES)
-    ref = vector_variant_name(config)
+    ref = vector_variant_name(raw, settings.vector.variant)
     if ref not in names:
         raise TraitflowError("config vector.variant", f"'{ref}' is not a variant (variants: {', '.join(names)})",
                              "name one of them, or leave vector.variant out for the first")
@@ -86,18 +84,18 @@ def plan_variants(config, plan):
                                      f"names '{other}', which is not a variant (variants: {', '.join(names)})",
                                      f"name one of {', '.join(n for n in names if n != v['name'])}, or write "
                                      "replay: true for every other variant")
-        cfg = _variant_config(config, v["model"])
+        model = _variant_model(settings.model, v["model"])
         try:
-            facts = model_config(cfg)
+            facts = model_config(model)
         except TraitflowError as err:
             raise TraitflowError(f"config variants: '{v['name']}'", str(err), "fix the variant's model") from None
-        variants.append(Variant(name=v["name"], model=v["model"], model_path=model_path(cfg),
-                                model_files=_model_files(cfg), hidden_size=int(facts["hidden_size"]),
+        variants.append(Variant(name=v["name"], model=v["model"], model_path=model_path(model),
+                                model_files=_model_files(model), hidden_size=int(facts["hidden_size"]),
                                 vocab_size=facts.get("vocab_size"), replay=[n for n in replay if n != v["name"]],
                                 vectors=dict(v.get("vectors") or {})))
     by_name = {v.name: v for v in variants}
     for v in variants:
-        if v.name != ref and is_gguf(v.model) and model_dir(_variant_config(config, v.model)) is None:
+        if v.name != ref and is_gguf(v.model) and model_dir(_variant_model(settings.model, v.model)) is None:
             raise TraitflowError(f"config variants: '{v.name}'", f"{v.model} is a GGUF file, which the workflow "
                                  "converts only as the experiment's model (the vector variant), and it is not "
                                  "converted yet", f"convert it once: snakemake --cores 1 {v.model_files[0]} "
@@ -143,8 +141,9 @@ def _check_replays(variants, by_name):
                                      f"'{v.name}' replay)")
 
 
-def variant_model_dir(config, variant):
-    return model_dir(_variant_config(config, variant.model))
+def variant_model_dir(model, variant):
+    """The folder of the variant's model files (model: the experiment's ModelSettings), or None (yet)."""
+    return model_dir(_variant_model(model, variant.model))
 
 
 def pairs(variants):
