@@ -1,11 +1,16 @@
 """Shared fixtures: a built demo workflow, copies of it to mutate, and tiny models."""
 
+import atexit
 import json
 import os
 import re
+import select
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 
 import pytest
 import yaml
@@ -77,11 +82,53 @@ def make_workdir(dest, config_overrides=None, experiment="demo"):
     return dest
 
 
+class Zygote:
+    """This worker's tests/snakemake_zygote.py: runs `snakemake ARGS` in a forked, pre-imported process."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen([sys.executable, os.path.join(REPO, "tests", "snakemake_zygote.py")],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        self.pending = b""
+        atexit.register(self.proc.stdin.close)  # the zygote's loop ends with its input
+
+    def answer(self, deadline=None):
+        while b"\n" not in self.pending:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not select.select([self.proc.stdout], [], [], wait)[0]:
+                raise TimeoutError
+            chunk = os.read(self.proc.stdout.fileno(), 4096)
+            if not chunk:
+                raise RuntimeError(f"tests/snakemake_zygote.py ended (exit {self.proc.wait()})")
+            self.pending += chunk
+        line, self.pending = self.pending.split(b"\n", 1)
+        return json.loads(line)
+
+    def run(self, argv, cwd, env, timeout):
+        with tempfile.NamedTemporaryFile(prefix="snakemake-", suffix=".out") as out:
+            request = {"argv": list(argv), "cwd": os.path.abspath(cwd), "env": env, "out": out.name}
+            self.proc.stdin.write(json.dumps(request).encode() + b"\n")
+            pid = self.answer()["pid"]
+            try:
+                rc = self.answer(time.monotonic() + timeout)["rc"]
+            except TimeoutError:
+                os.killpg(pid, signal.SIGKILL)  # the run and every job it started
+                self.answer()
+                raise subprocess.TimeoutExpired(["snakemake", *argv], timeout) from None
+            with open(out.name, encoding="utf-8", errors="replace") as fh:
+                return subprocess.CompletedProcess(["snakemake", *argv], rc, fh.read())
+
+
+_zygote = None
+
+
 def snakemake(workdir, *args, check=True, timeout=900):
-    """Run snakemake in a workdir; returns the CompletedProcess (stdout+stderr in .stdout)."""
+    """Run snakemake in a workdir, as `python -m snakemake ARGS` would (forked from this worker's zygote:
+    the imports are done once); returns the CompletedProcess (stdout+stderr in .stdout)."""
+    global _zygote
+    if _zygote is None or _zygote.proc.poll() is not None:
+        _zygote = Zygote()
     env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
-    proc = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, env=env, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+    proc = _zygote.run(args, workdir, env, timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-6000:]}")
     return proc

@@ -220,7 +220,7 @@ def test_unusable_vectors_are_left_out_at_plan_time_and_the_others_run(demo_copy
         f"traitflow [plan] warning: trait 'evil' left out: {EXP}/evil/extraction/vectors/probe_layer2.pt: refused to "
         "load: not a plain tensor file (UnpicklingError); fix: re-save it with torch.save of tensors, dicts and "
         "lists only, or use .safetensors"]
-    # torch was imported once for the check; the verdicts are cached by size and mtime
+    # torch was imported once for the check; the verdicts are cached by the files' content
     assert snakemake(demo_copy, "-n", *config).stdout.count("left out") == 2
 
     own, ref = capture_files(demo_copy, "own_st"), capture_files(demo_copy, "refusal")
