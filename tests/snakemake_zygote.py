@@ -32,15 +32,7 @@ def run_child(request):
     os.dup2(fd, 2)
     sys.path[0] = request["cwd"]  # as `python -m` sets it
     sys.argv = ["snakemake", *request["argv"]]
-    code = 1
-    try:
-        snakemake.cli.main(request["argv"])
-    except SystemExit as done:
-        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+    snakemake.cli.main(request["argv"])  # ends in sys.exit: the child exits as a process would, atexit included
 
 
 def serve():
@@ -49,6 +41,7 @@ def serve():
         pid = os.fork()
         if pid == 0:
             run_child(request)
+            raise SystemExit(1)  # never back into the loop
         print(json.dumps({"pid": pid}), flush=True)
         _, status = os.waitpid(pid, 0)
         print(json.dumps({"rc": os.waitstatus_to_exitcode(status)}), flush=True)
