@@ -226,6 +226,17 @@ def test_overview_is_the_first_screen_and_a_cell_opens_its_prompt(demo_run, demo
     wait_ready(page)
     peaks = expected("peak")
     assert {(t, i): float(v) for t, i, v in data(page, "#overview td.ov-cell", "trait", "prompt", "value")} == peaks
+    # where each trait's vector was read (the demo's: every token), as the tables' position score
+    assert page.locator("#stat-select option").all_inner_texts() == ["mean", "peak", "position"]
+    page.select_option("#stat-select", "position")
+    page.wait_for_selector('#overview[data-stat="position"]')
+    wait_ready(page)
+    assert {(t, i): float(v) for t, i, v in data(page, "#overview td.ov-cell", "trait", "prompt", "value")} == (
+        expected("position"))
+    assert "where the trait's vector was read" in page.locator("#overview-legend").text_content()
+    page.select_option("#stat-select", "peak")
+    page.wait_for_selector('#overview[data-stat="peak"]')
+    wait_ready(page)
 
     trait = ov["traits"][1]
     page.click(f'#overview th[data-sort="{trait}"]')  # sort the prompts by one trait, largest first

@@ -4,7 +4,7 @@
 
 import { stripInteractions } from "./draw.js";
 import { setupOverviewControls } from "./overview.js";
-import { MEASURES, SCALES, STATS, actions, promptName, promptSets, promptsOfSet, readParams, state } from "./state.js";
+import { MEASURES, SCALES, actions, availableStats, promptName, promptSets, promptsOfSet, readParams, state } from "./state.js";
 import { setupTokenControls } from "./tokens.js";
 import { $, el, fillSelect, shortText } from "./util.js";
 
@@ -45,7 +45,7 @@ export function setupControls() {
   fillSelect($("point-select"), ix.sublayers.map((s) => [s, s]), state.point);
   fillSelect($("layer-select"), [...Array(ix.n_layers).keys()].map((l) => [l, `layer ${l}`]), state.layer);
   fillSelect($("measure-select"), Object.keys(MEASURES).map((m) => [m, m]), state.measure);
-  fillSelect($("stat-select"), Object.keys(STATS).map((s) => [s, s]), state.stat);
+  fillSelect($("stat-select"), availableStats().map((s) => [s, s]), state.stat);
   fillSelect($("scale-select"), Object.entries(SCALES), state.scale);
   const on = (id, apply) => $(id).addEventListener("change", (e) => { apply(e.target.value); actions.update(); });
   on("trait-select", (v) => { state.trait = v; });

@@ -1,10 +1,10 @@
 // The overview: traits x prompts, one number per cell (a trait's mean or peak score over the
-// response at one layer and point), from viewer/overview.json. Prompts sort by a trait's score
+// response, or its mean where the trait's vector was read, at one layer and point), from viewer/overview.json. Prompts sort by a trait's score
 // and group by a label the prompt set gives them ({"labels": {"refusal": true}}), so a
 // researcher sees at once whether the prompts labelled for a trait rank on top.
 
 import { colourBar, diverging } from "./scales.js";
-import { MEASURES, STATS, actions, measureName, promptName, promptsOfSet, state } from "./state.js";
+import { MEASURES, STATS, actions, availableStats, measureName, promptName, promptsOfSet, state } from "./state.js";
 import { $, el, fillSelect, fmt3, shortText } from "./util.js";
 
 const LABEL_TEXT = { true: "\u2713", false: "", null: "?" };
@@ -100,6 +100,9 @@ function groupRow(group, traitNames, labelNames, values, limit) {
 
 export function renderOverview(ov) {
   const ix = state.index;
+  const stats = availableStats(ov);
+  if (!stats.includes(state.stat)) state.stat = "mean"; // a link asking for "position" where the file has none
+  fillSelect($("stat-select"), stats.map((s) => [s, s]), state.stat);
   const view = $("overview");
   const p = ov.sublayers.indexOf(state.point);
   const layer = Math.min(state.layer, ov.n_layers - 1);

@@ -7,8 +7,14 @@ export const EXPERIMENT_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 export const MEASURES = { projection: "projection onto the trait vector", cosine: "cosine (projection / residual norm)" };
 // The heatmap's colour scale: per layer, since a real model's residual norm grows tens of times with depth.
 export const SCALES = { auto: "auto", layer: "per layer", sequence: "one for all layers" };
-export const STATS = { mean: "mean over response tokens", peak: "peak (largest |score|, signed) over response tokens" };
+export const STATS = { mean: "mean over response tokens", peak: "peak (largest |score|, signed) over response tokens",
+  position: "mean over the tokens where the trait's vector was read (e.g. the prompt's last token)" };
 const DEFAULT_SET = "default";
+
+// The statistics the overview offers: "position" where its file gives the traits' vector positions.
+export function availableStats(ov = state.overview) {
+  return Object.keys(STATS).filter((s) => s !== "position" || Boolean(ov && ov.values[state.measure].position));
+}
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
   "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
 
