@@ -15,6 +15,8 @@ import time
 import pytest
 import yaml
 
+from traitflow.core.damage import OUTPUT_FOLDERS, TRAIT_OUTPUT_FOLDERS
+
 # One torch thread in every test process and every job it starts (read when torch is first imported):
 # two xdist workers, each running jobs two at a time, would otherwise put up to eight spinning OpenMP
 # threads on two cores, and a tiny model's forward pass then waits on descheduled threads (10-50x slower).
@@ -67,8 +69,9 @@ def make_workdir(dest, config_overrides=None, experiment="demo"):
     for name in WORKFLOW_FILES:
         src = os.path.join(REPO, name)
         (shutil.copytree if os.path.isdir(src) else shutil.copy2)(src, os.path.join(dest, name))
+    # Inputs only: whatever a run (`make demo`) left in the repository's experiment stays out of the copy.
     shutil.copytree(os.path.join(REPO, "experiments", experiment), os.path.join(dest, "experiments", experiment),
-                    ignore=shutil.ignore_patterns("inference", "vectors", "viewer", "tables", "report"))
+                    ignore=shutil.ignore_patterns(*OUTPUT_FOLDERS, *TRAIT_OUTPUT_FOLDERS, "vectors", ".gitignore"))
     # Overrides go into the experiment's own config.yaml, which is merged over config.yaml (so they win
     # over both, as a user's edit there would); --config and --configfile still win over them.
     exp_config = os.path.join(dest, "experiments", experiment, "config.yaml")
