@@ -12,9 +12,11 @@ are in the file "out"). A run whose environment changes what is imported (PYTHON
 start Snakemake the plain way.
 """
 
+import atexit
 import json
 import os
 import sys
+import threading
 
 import snakemake.cli  # noqa: F401 (the point: imported before the fork)
 import torch  # noqa: F401 (the plan imports it to check a vector it has not seen)
@@ -32,7 +34,25 @@ def run_child(request):
     os.dup2(fd, 2)
     sys.path[0] = request["cwd"]  # as `python -m` sets it
     sys.argv = ["snakemake", *request["argv"]]
-    snakemake.cli.main(request["argv"])  # ends in sys.exit: the child exits as a process would, atexit included
+    code = 1
+    try:
+        snakemake.cli.main(request["argv"])  # ends in sys.exit
+    except SystemExit as done:
+        code = 0 if done.code is None else done.code if isinstance(done.code, int) else 1
+    finally:
+        exit_now(code)
+
+
+def exit_now(code):
+    """Exit as the process would (its threads finish, atexit runs: the run summary), less the teardown of
+    every module imported before the fork: freeing torch and Snakemake costs 1-2 s, more than the run."""
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def serve():
@@ -40,8 +60,7 @@ def serve():
         request = json.loads(line)
         pid = os.fork()
         if pid == 0:
-            run_child(request)
-            raise SystemExit(1)  # never back into the loop
+            run_child(request)  # never returns
         print(json.dumps({"pid": pid}), flush=True)
         _, status = os.waitpid(pid, 0)
         print(json.dumps({"rc": os.waitstatus_to_exitcode(status)}), flush=True)
